@@ -1,0 +1,40 @@
+# STZoo: `make demo` runs the main job on the embedded default, `make test` runs the tests.
+# Both set up .venv first (idempotent: re-run only when pyproject.toml changes).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+export PYTHONUNBUFFERED := 1
+
+.PHONY: setup test test-fast demo down clean components
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch and torchvision as a matching pair first: any other torchvision breaks `import transformers`.
+	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+components: setup
+	$(BIN)/stzoo components
+
+demo: setup
+	$(BIN)/python -m zoo.demo
+
+down: setup
+	$(BIN)/python -m zoo.demo --down
+
+clean:
+	rm -rf $(VENV) .stzoo runs

@@ -1,0 +1,1 @@
+"""STZoo's building blocks, one kind a subpackage; see components.registry."""

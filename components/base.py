@@ -1,0 +1,178 @@
+"""Small abstract bases of the component kinds, with the properties the builder checks.
+
+Each component receives its typed ``Config`` (a dataclass) and a ``BuildContext`` that
+says what the components built before it produce (hidden sizes, grid, frame count).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from components.tokens import FrameFeatures, TokenKind, TokenSequence, VisualTokens
+
+
+@dataclass
+class BuildContext:
+    """Facts about the model being assembled, filled in as components are built."""
+
+    frames: int  # frames per video the recipe samples
+    llm_hidden_size: int = 0
+    llm_head_dim: int = 0
+    llm_num_heads: int = 0
+    encoder_dim: int = 0  # feature dim out of the encoder
+    tokens_per_frame: int = 0  # patch or query tokens per frame
+    grid: tuple[int, int] | None = None
+    encoder_has_cls: bool = False
+    meta: bool = False  # building on the meta device: shapes only, no weights
+    load_pretrained: bool = True  # False when a saved STZoo checkpoint will overwrite every weight
+
+
+class VisionEncoder(nn.Module):
+    """Pixels (B, T, 3, H, W) -> FrameFeatures. Frozen unless the recipe says otherwise."""
+
+    @property
+    def embed_dim(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def tokens_per_frame(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def grid(self) -> tuple[int, int] | None:
+        """(h, w) of the patch grid, or None when the tokens are queries, not patches."""
+        raise NotImplementedError
+
+    @property
+    def has_cls(self) -> bool:
+        raise NotImplementedError
+
+    @property
+    def image_size(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def image_mean(self) -> tuple[float, float, float]:
+        raise NotImplementedError
+
+    @property
+    def image_std(self) -> tuple[float, float, float]:
+        raise NotImplementedError
+
+    @property
+    def instruction_tokenizer(self):
+        """A tokenizer for instruction text fed into the encoder (InstructBLIP), or None."""
+        return None
+
+    def hf_config(self) -> dict | None:
+        """The architecture config to save beside the weights, so a checkpoint rebuilds offline."""
+        return None
+
+    def forward(self, pixels: torch.Tensor, instruction: dict[str, torch.Tensor] | None = None) -> FrameFeatures:
+        raise NotImplementedError
+
+
+class Projector(nn.Module):
+    """FrameFeatures of the vision dim -> FrameFeatures of the LLM hidden size (patches and CLS alike)."""
+
+    def forward(self, features: FrameFeatures) -> FrameFeatures:
+        return features.map(self.project)
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class Compressor(nn.Module):
+    """Projected FrameFeatures -> VisualTokens with metadata.
+
+    Subclasses say which token kinds they emit (after their options are applied) and
+    whether the tokens carry frame indices and grid positions; masks and position
+    schemes are checked against these at build time.
+    """
+
+    @property
+    def emitted_kinds(self) -> frozenset[TokenKind]:
+        raise NotImplementedError
+
+    @property
+    def emits_frame_index(self) -> bool:
+        raise NotImplementedError
+
+    @property
+    def emits_grid_position(self) -> bool:
+        raise NotImplementedError
+
+    def num_tokens(self, frames: int, tokens_per_frame: int, grid: tuple[int, int] | None) -> int:
+        """Visual tokens per sample at evaluation for a video of ``frames`` frames."""
+        raise NotImplementedError
+
+    def forward(self, features: FrameFeatures) -> VisualTokens:
+        raise NotImplementedError
+
+
+class VisualPositionHook(nn.Module):
+    """The visual side of a positional scheme: changes projected features before the compressor (LAPE)."""
+
+    def forward(self, features: FrameFeatures) -> FrameFeatures:
+        return features
+
+
+class PositionScheme(nn.Module):
+    """Sequence metadata -> position ids of shape (axes, B, L), and which axis each rotary frequency reads.
+
+    The LLM's stock rotary module is replaced by one that takes (axes, B, L) ids and
+    rotates frequency pair k by the ids of axis ``frequency_axes(head_dim)[k]``.
+    """
+
+    required_kinds: frozenset[TokenKind] = frozenset()
+
+    @property
+    def num_axes(self) -> int:
+        return 1
+
+    def frequency_axes(self, head_dim: int) -> list[int]:
+        return [0] * (head_dim // 2)
+
+    def position_ids(self, sequence: TokenSequence) -> torch.Tensor:
+        raise NotImplementedError
+
+    def visual_hook(self) -> VisualPositionHook | None:
+        return None
+
+    def check_compatible(self, compressor: Compressor) -> str | None:
+        """None if this scheme can place the compressor's tokens, else what is missing."""
+        missing = self.required_kinds - compressor.emitted_kinds
+        if missing:
+            return "it needs " + " and ".join(sorted(k.name.lower() for k in missing)) + " tokens"
+        return None
+
+
+MaskFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class MaskScheme:
+    """Sequence metadata -> a mask function ``fn(batch, head, q_idx, kv_idx) -> bool``.
+
+    The function may only index tensors (no Python branching on values) so that the same
+    function renders a dense mask by broadcasting and a FlexAttention BlockMask by vmap.
+    Padding is added by the renderer, not by the scheme.
+    """
+
+    required_kinds: frozenset[TokenKind] = frozenset()
+    needs_frame_index: bool = False
+    is_causal: bool = False  # True only for the plain causal mask (FlashAttention-2 can serve it)
+
+    def mask_function(self, sequence: TokenSequence) -> MaskFunction:
+        raise NotImplementedError
+
+    def check_compatible(self, compressor: Compressor) -> str | None:
+        missing = self.required_kinds - compressor.emitted_kinds
+        if missing:
+            return "it needs " + " and ".join(sorted(k.name.lower() for k in missing)) + " tokens"
+        if self.needs_frame_index and not compressor.emits_frame_index:
+            return "it needs a frame index on every visual token"
+        return None

@@ -1,0 +1,1 @@
+"""Registered compressors; every module here is imported by components.registry.discover()."""

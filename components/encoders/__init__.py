@@ -1,0 +1,1 @@
+"""Registered encoders; every module here is imported by components.registry.discover()."""

@@ -1,0 +1,1 @@
+"""Registered llms; every module here is imported by components.registry.discover()."""

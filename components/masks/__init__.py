@@ -1,0 +1,1 @@
+"""Registered masks; every module here is imported by components.registry.discover()."""

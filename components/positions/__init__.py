@@ -1,0 +1,1 @@
+"""Registered positions; every module here is imported by components.registry.discover()."""

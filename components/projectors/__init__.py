@@ -1,0 +1,1 @@
+"""Registered projectors; every module here is imported by components.registry.discover()."""

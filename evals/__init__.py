@@ -1,0 +1,1 @@
+"""Benchmarks and metrics: UNSCENE binary, open-ended judge, multiple choice, grounding."""

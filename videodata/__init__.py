@@ -1,0 +1,1 @@
+"""Video input: readers, frame samplers, preprocessing, datasets, the synthetic action-scene suite."""

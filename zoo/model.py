@@ -1,0 +1,189 @@
+"""The video LLM assembled from a recipe: encoder -> projector -> [visual position hook] ->
+compressor -> assembler -> LLM under the recipe's mask and positions -> losses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from components import registry
+from components.base import BuildContext, Compressor, MaskScheme, PositionScheme, Projector, VisionEncoder
+from components.masks.rendering import render_mask
+from components.positions.rotary import install_axis_rotary
+from components.tokens import TokenSequence, VisualTokens
+from zoo.assembler import assemble
+from zoo.batch import VideoBatch
+from zoo.prompting import IGNORE
+from zoo.recipe import Recipe
+from zoo.schema import ComponentSpec, RecipeError
+
+
+@dataclass
+class ModelOutput:
+    loss: torch.Tensor
+    losses: dict[str, torch.Tensor] = field(default_factory=dict)  # every term, unweighted names (ce, mvm, ...)
+    sequence: TokenSequence | None = None
+    hidden: torch.Tensor | None = None
+
+
+class VideoLLM(nn.Module):
+    def __init__(self, recipe: Recipe, encoder: VisionEncoder, projector: Projector, compressor: Compressor,
+                 position: PositionScheme, mask: MaskScheme, llm: nn.Module):
+        super().__init__()
+        self.recipe = recipe
+        self.encoder = encoder
+        self.projector = projector
+        self.visual_position = position.visual_hook()
+        self.compressor = compressor
+        self.position = position
+        self.mask = mask  # not a module: it holds no weights
+        self.llm = llm
+
+    # --- properties ---------------------------------------------------------------------
+
+    @property
+    def tokenizer(self):
+        return self.llm.tokenizer
+
+    @property
+    def pad_id(self) -> int:
+        tokenizer = self.tokenizer
+        return tokenizer.pad_token_id if tokenizer is not None and tokenizer.pad_token_id is not None else 0
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.llm.parameters()).device
+
+    @property
+    def frames(self) -> int:
+        return self.recipe.data.video.frames
+
+    def visual_token_count(self, frames: int | None = None) -> int:
+        """Visual tokens per sample at evaluation for ``frames`` frames (default: the recipe's)."""
+        return self.compressor.num_tokens(frames or self.frames, self.encoder.tokens_per_frame, self.encoder.grid)
+
+    # --- forward ------------------------------------------------------------------------
+
+    def encode_video(self, pixels: torch.Tensor, instruction: dict | None = None) -> VisualTokens:
+        features = self.encoder(pixels, instruction)
+        features = self.projector(features)
+        if self.visual_position is not None:
+            features = self.visual_position(features)
+        return self.compressor(features)
+
+    def embed_text(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.llm.embed(ids)
+
+    def assemble(self, batch: VideoBatch, visual: VisualTokens, padding_side: str = "right") -> TokenSequence:
+        return assemble(batch, visual, self.embed_text, self.pad_id, padding_side)
+
+    def attention_inputs(self, sequence: TokenSequence) -> tuple:
+        """The rendered mask and the position ids for ``sequence``."""
+        mask = render_mask(self.mask, sequence, self.llm.attn_implementation, sequence.inputs_embeds.dtype)
+        return mask, self.position.position_ids(sequence)
+
+    def run_llm(self, sequence: TokenSequence, cache=None, use_cache: bool = False):
+        mask, positions = self.attention_inputs(sequence)
+        return self.llm(sequence.inputs_embeds, mask, positions, cache=cache, use_cache=use_cache)
+
+    def forward(self, batch: VideoBatch) -> ModelOutput:
+        visual = self.encode_video(batch.pixels, batch.instruction)
+        sequence = self.assemble(batch, visual)
+        self.check_length(sequence)
+        hidden, _ = self.run_llm(sequence)
+        losses = {"ce": self.language_loss(hidden, sequence.labels)}
+        losses.update(visual.extra_losses)
+        extra = getattr(self.compressor, "sequence_losses", None)
+        if extra is not None and self.training:
+            losses.update(extra(self, batch, visual, sequence, hidden))
+        return ModelOutput(loss=sum(losses.values()), losses=losses, sequence=sequence, hidden=hidden)
+
+    def language_loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Next-token cross-entropy over the answer tokens; logits are computed only where a label is."""
+        targets = labels[:, 1:]
+        keep = targets != IGNORE
+        if not bool(keep.any()):
+            return hidden.sum() * 0.0  # keeps the graph (and DDP) intact for a batch without answers
+        logits = self.llm.logits(hidden[:, :-1][keep])
+        return F.cross_entropy(logits.float(), targets[keep])
+
+    def check_length(self, sequence: TokenSequence) -> None:
+        limit = self.recipe.prompt.max_length or self.llm.max_length
+        if sequence.length > limit:
+            visual = int(sequence.is_visual[0].sum())
+            raise RecipeError(
+                f"a sequence of {sequence.length} tokens ({visual} visual + {sequence.length - visual} text) is longer "
+                f"than the LLM's context of {limit}; use fewer frames or a compressor that emits fewer tokens"
+            )
+
+    # --- generation and persistence live in their own modules ---------------------------
+
+    def generate(self, batch: VideoBatch, **kwargs):
+        from zoo.generation import generate
+
+        return generate(self, batch, **kwargs)
+
+    def save_pretrained(self, directory) -> None:
+        from zoo.checkpoint import save_pretrained
+
+        save_pretrained(self, directory)
+
+    @classmethod
+    def from_pretrained(cls, directory, **kwargs) -> "VideoLLM":
+        from zoo.checkpoint import load_pretrained
+
+        return load_pretrained(directory, **kwargs)
+
+
+def create(spec: ComponentSpec, ctx: BuildContext, path: str):
+    """Instantiate a recipe's component; any failure becomes one sentence naming it."""
+    entry = registry.lookup(spec.kind, spec.name)
+    try:
+        return entry.factory(spec.options, ctx)
+    except RecipeError:
+        raise
+    except Exception as error:
+        raise RecipeError(f"{path} ({spec.kind} {spec.name!r}) could not be built: {type(error).__name__}: {error}") from error
+
+
+def build_model(recipe: Recipe, meta: bool = False, load_pretrained: bool = True) -> VideoLLM:
+    """The recipe's video LLM; ``meta`` builds shapes only (a 7B recipe in seconds, no weights)."""
+    model_spec = recipe.model
+    ctx = BuildContext(frames=recipe.data.video.frames, meta=meta, load_pretrained=load_pretrained)
+    device = torch.device("meta") if meta else None
+    with torch.device(device) if device else contextlib.nullcontext():
+        llm = create(model_spec.llm, ctx, "model.llm")
+        ctx.llm_hidden_size, ctx.llm_head_dim, ctx.llm_num_heads = llm.hidden_size, llm.head_dim, llm.num_heads
+        encoder = create(model_spec.encoder, ctx, "model.encoder")
+        ctx.encoder_dim, ctx.grid = encoder.embed_dim, encoder.grid
+        ctx.tokens_per_frame, ctx.encoder_has_cls = encoder.tokens_per_frame, encoder.has_cls
+        projector = create(model_spec.projector, ctx, "model.projector")
+        compressor = create(model_spec.compressor, ctx, "model.compressor")
+        position = create(model_spec.position, ctx, "model.position")
+        mask = create(model_spec.mask, ctx, "model.mask")
+        check_compatible(recipe, compressor, position, mask, llm)
+        install_axis_rotary(llm.decoder, position.frequency_axes(llm.head_dim))
+    return VideoLLM(recipe, encoder, projector, compressor, position, mask, llm)
+
+
+def check_compatible(recipe: Recipe, compressor, position, mask, llm) -> None:
+    names = recipe.model
+    for kind, scheme in (("position", position), ("mask", mask)):
+        problem = scheme.check_compatible(compressor)
+        if problem:
+            raise RecipeError(
+                f"model.{kind}: {kind} {getattr(names, kind).name!r} cannot be used with compressor "
+                f"{names.compressor.name!r}: {problem}, and that compressor emits "
+                f"{', '.join(sorted(k.name.lower() for k in compressor.emitted_kinds))} tokens"
+                f"{'' if compressor.emits_frame_index else ' without frame indices'}"
+            )
+    if llm.attn_implementation == "flash_attention_2" and not mask.is_causal:
+        raise RecipeError(
+            f"model.llm.attn_implementation: flash_attention_2 ignores custom masks, so mask {names.mask.name!r} "
+            "would silently become causal; use sdpa, eager or flex_attention"
+        )

@@ -1,0 +1,114 @@
+"""Conversations -> token ids, labels and the place where the video goes.
+
+A conversation is the LLaVA/VideoChat2 list of turns
+``[{"from": "human", "value": ...}, {"from": "gpt", "value": ...}, ...]``. It is
+rendered with the recipe's chat template into one string, split once at the video
+placeholder, and tokenized; answer tokens are found by their character offsets (not by
+tokenizing pieces separately, which shifts spaces at the boundaries with SentencePiece
+tokenizers). Labels are -100 everywhere but the assistant's answers and their end marker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from zoo.recipe import PromptSpec
+
+IGNORE = -100
+
+
+class ConversationError(ValueError):
+    """A conversation that cannot be encoded (no turns, a turn of unknown role, two videos)."""
+
+
+@dataclass
+class EncodedConversation:
+    ids: list[int]
+    labels: list[int]
+    video_position: int  # index in ``ids`` where the visual tokens are inserted
+    question: str  # the first user message without the placeholder (InstructBLIP's Q-Former input)
+
+    @property
+    def parts(self) -> dict[str, int]:
+        answer = sum(1 for label in self.labels if label != IGNORE)
+        return {"text_before_video": self.video_position, "text_after_video": len(self.ids) - self.video_position,
+                "answer": answer}
+
+
+HUMAN_ROLES = {"human", "user"}
+ASSISTANT_ROLES = {"gpt", "assistant"}
+
+
+def render(template: PromptSpec, turns: list[dict], for_generation: bool = False) -> tuple[str, list[tuple[int, int]], str]:
+    """The conversation as text, the character spans of the answers, and the first question."""
+    if not turns:
+        raise ConversationError("the conversation has no turns")
+    text = template.system
+    answers: list[tuple[int, int]] = []
+    question = ""
+    placeholder = template.video_placeholder
+    seen_video = False
+    for index, turn in enumerate(turns):
+        role = turn.get("from", turn.get("role"))
+        message = turn.get("value", turn.get("content"))
+        if not isinstance(message, str):
+            raise ConversationError(f"turn {index} has no text ('value')")
+        if role in HUMAN_ROLES:
+            if placeholder in message:
+                if seen_video or message.count(placeholder) > 1:
+                    raise ConversationError(f"turn {index}: more than one {placeholder} in the conversation")
+                seen_video = True
+                question = question or message.replace(placeholder, "").strip()
+            else:
+                question = question or message.strip()
+                if not seen_video:
+                    before = template.video_position == "before_question"
+                    message = f"{placeholder}\n{message}" if before else f"{message}\n{placeholder}"
+                    seen_video = True
+            text += template.user.format(message=message) + template.assistant
+        elif role in ASSISTANT_ROLES:
+            start = len(text)
+            text += message + template.answer_end
+            answers.append((start, len(text)))
+        else:
+            raise ConversationError(f"turn {index} has role {role!r}; expected human/user or gpt/assistant")
+    if for_generation and turns[-1].get("from", turns[-1].get("role")) in ASSISTANT_ROLES:
+        raise ConversationError("a prompt for generation must end with a user turn")
+    return text, answers, question
+
+
+def encode(tokenizer, template: PromptSpec, turns: list[dict], for_generation: bool = False, add_bos: bool = True) -> EncodedConversation:
+    text, answers, question = render(template, turns, for_generation)
+    before, _, after = text.partition(template.video_placeholder)
+    ids_before = _ids(tokenizer, before)
+    if add_bos and tokenizer.bos_token_id is not None:
+        ids_before = [tokenizer.bos_token_id] + ids_before
+    offset = len(before) + len(template.video_placeholder)
+    encoded_after = tokenizer(after, add_special_tokens=False, return_offsets_mapping=True)
+    ids_after = list(encoded_after["input_ids"])
+    labels_after = []
+    for token, (start, end) in zip(ids_after, encoded_after["offset_mapping"]):
+        start, end = start + offset, end + offset
+        in_answer = any(start < a_end and end > a_start for a_start, a_end in answers) if end > start else any(
+            a_start <= start < a_end for a_start, a_end in answers
+        )
+        labels_after.append(token if in_answer else IGNORE)
+    return EncodedConversation(
+        ids=ids_before + ids_after,
+        labels=[IGNORE] * len(ids_before) + labels_after,
+        video_position=len(ids_before),
+        question=question,
+    )
+
+
+def _ids(tokenizer, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
+
+
+def question_turns(question: str) -> list[dict]:
+    return [{"from": "human", "value": question}]
+
+
+def estimate_tokens(text: str) -> int:
+    """A tokenizer-free estimate (about 4 characters a token for English BPE vocabularies)."""
+    return max(1, round(len(text) / 4))
