@@ -28,6 +28,7 @@ class VideoBatch:
     video_position: torch.Tensor  # (B,) index in text_ids where the visual tokens go
     instruction: dict[str, torch.Tensor] | None = None  # input_ids / attention_mask for the encoder
     info: list[dict] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # why samples of this batch were dropped (bad videos)
 
     @property
     def size(self) -> int:
@@ -40,6 +41,7 @@ class VideoBatch:
             move(self.video_position),
             None if self.instruction is None else {k: move(v) for k, v in self.instruction.items()},
             self.info,
+            self.skipped,
         )
 
 

@@ -59,7 +59,7 @@ def _with_tokens(batch: VideoBatch, generated: list[list[int]], pad_id: int) -> 
         start = int(batch.text_lengths[b])
         ids[b, start : start + len(tokens)] = torch.tensor(tokens, dtype=ids.dtype)
     lengths = batch.text_lengths + torch.tensor([len(g) for g in generated], device=batch.text_lengths.device)
-    return VideoBatch(batch.pixels, ids, labels, lengths, batch.video_position, batch.instruction, batch.info)
+    return VideoBatch(batch.pixels, ids, labels, lengths, batch.video_position, batch.instruction, batch.info, batch.skipped)
 
 
 @torch.no_grad()

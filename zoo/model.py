@@ -156,6 +156,7 @@ def build_model(recipe: Recipe, meta: bool = False, load_pretrained: bool = True
     model_spec = recipe.model
     ctx = BuildContext(frames=recipe.data.video.frames, meta=meta, load_pretrained=load_pretrained)
     device = torch.device("meta") if meta else None
+    check_attention_implementation(recipe)
     with torch.device(device) if device else contextlib.nullcontext():
         llm = create(model_spec.llm, ctx, "model.llm")
         ctx.llm_hidden_size, ctx.llm_head_dim, ctx.llm_num_heads = llm.hidden_size, llm.head_dim, llm.num_heads
@@ -166,12 +167,23 @@ def build_model(recipe: Recipe, meta: bool = False, load_pretrained: bool = True
         compressor = create(model_spec.compressor, ctx, "model.compressor")
         position = create(model_spec.position, ctx, "model.position")
         mask = create(model_spec.mask, ctx, "model.mask")
-        check_compatible(recipe, compressor, position, mask, llm)
+        check_compatible(recipe, compressor, position, mask)
         install_axis_rotary(llm.decoder, position.frequency_axes(llm.head_dim))
     return VideoLLM(recipe, encoder, projector, compressor, position, mask, llm)
 
 
-def check_compatible(recipe: Recipe, compressor, position, mask, llm) -> None:
+def check_attention_implementation(recipe: Recipe) -> None:
+    """FlashAttention-2 takes no custom mask: refuse it before anything is loaded rather than silently go causal."""
+    implementation = getattr(recipe.model.llm.options, "attn_implementation", None)
+    mask_class = registry.lookup("mask", recipe.model.mask.name).factory
+    if implementation == "flash_attention_2" and not getattr(mask_class, "is_causal", False):
+        raise RecipeError(
+            f"model.llm.attn_implementation: flash_attention_2 ignores custom masks, so mask {recipe.model.mask.name!r} "
+            "would silently become causal; use sdpa, eager or flex_attention"
+        )
+
+
+def check_compatible(recipe: Recipe, compressor, position, mask) -> None:
     names = recipe.model
     for kind, scheme in (("position", position), ("mask", mask)):
         problem = scheme.check_compatible(compressor)
@@ -182,8 +194,3 @@ def check_compatible(recipe: Recipe, compressor, position, mask, llm) -> None:
                 f"{', '.join(sorted(k.name.lower() for k in compressor.emitted_kinds))} tokens"
                 f"{'' if compressor.emits_frame_index else ' without frame indices'}"
             )
-    if llm.attn_implementation == "flash_attention_2" and not mask.is_causal:
-        raise RecipeError(
-            f"model.llm.attn_implementation: flash_attention_2 ignores custom masks, so mask {names.mask.name!r} "
-            "would silently become causal; use sdpa, eager or flex_attention"
-        )

@@ -51,6 +51,7 @@ class VideoSpec:
     max_frames: int = bounded(16, ge=1)
     local_frames: int = bounded(16, ge=1)  # global_local: frames that keep their own tokens
     reader: Literal["decord", "pyav"] = "decord"
+    resize: Literal["resize_crop", "pad", "squash"] = "resize_crop"
 
 
 @dataclass

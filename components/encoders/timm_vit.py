@@ -44,7 +44,8 @@ class TimmEncoder(VisionEncoder):
         if not (-blocks <= cfg.select_layer <= -1):
             raise RecipeError(f"encoder 'timm': select_layer {cfg.select_layer} is outside -1..-{blocks}")
         data_cfg = timm.data.resolve_data_config({}, model=self.model)
-        self._image_size = int(data_cfg["input_size"][-1])
+        # The patch embedding knows the size actually built (img_size overrides the pretrained config's).
+        self._image_size = int(self.model.patch_embed.img_size[-1])
         self._mean = tuple(data_cfg["mean"])
         self._std = tuple(data_cfg["std"])
         if cfg.frozen:

@@ -62,7 +62,7 @@ class CausalLanguageModel(nn.Module):
         self._check_family(self.hf.config)
         self.lora_enabled = False
         if cfg.gradient_checkpointing:
-            self.hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            self.hf.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         self.apply_tuning(cfg.tuning)
 
     # --- construction -------------------------------------------------------------------

@@ -1,0 +1,168 @@
+"""Annotation entries -> encoded samples (frames decoded, preprocessed, conversation tokenized).
+
+Decoding happens in ``__getitem__``, so a DataLoader with workers decodes in worker
+processes. A video that cannot be read stops the run with a message naming the entry,
+or, when the recipe sets ``data.skip_bad_videos``, becomes a SkippedSample that the
+collate function drops and counts.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch.utils.data import Dataset
+
+from videodata.reader import VideoError, open_reader
+from videodata.sampling import frame_indices
+from videodata.transforms import FramePreprocess
+from zoo.batch import VideoBatch, VideoSample, collate
+from zoo.prompting import ConversationError, EncodedConversation, encode
+from zoo.schema import RecipeError
+
+
+class AnnotationError(ValueError):
+    """An annotation file or entry that cannot be used; the message names the file and the entry."""
+
+
+@dataclass
+class SkippedSample:
+    reason: str
+
+
+def load_annotations(path: str | Path) -> list[dict]:
+    """A JSON list of entries in the STZoo schema (docs/data_format.md), checked entry by entry."""
+    from videodata.formats import load_entries
+
+    return load_entries(path)
+
+
+def resolve_video(entry: dict, annotation_dir: Path, video_root: str | None) -> Path:
+    video = Path(entry["video"])
+    if video.is_absolute():
+        return video
+    return (Path(video_root) if video_root else annotation_dir) / video
+
+
+class ConversationDataset(Dataset):
+    def __init__(self, entries: list[dict], annotation_dir: Path, *, video_spec, preprocess: FramePreprocess,
+                 tokenizer, template, instruction_tokenizer=None, max_instruction_tokens: int = 128,
+                 video_root: str | None = None, skip_bad_videos: bool = False, for_generation: bool = False,
+                 source: str = "<annotations>"):
+        self.entries = entries
+        self.annotation_dir = Path(annotation_dir)
+        self.video_spec = video_spec
+        self.reader = open_reader(video_spec.reader)
+        self.preprocess = preprocess
+        self.tokenizer = tokenizer
+        self.template = template
+        self.instruction_tokenizer = instruction_tokenizer
+        self.max_instruction_tokens = max_instruction_tokens
+        self.video_root = video_root
+        self.skip_bad_videos = skip_bad_videos
+        self.for_generation = for_generation
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def turns(self, index: int) -> list[dict]:
+        turns = self.entries[index]["conversations"]
+        return turns[:1] if self.for_generation else turns
+
+    def encode_text(self, index: int) -> EncodedConversation:
+        """The entry's conversation tokenized, without touching its video."""
+        entry = self.entries[index]
+        try:
+            return encode(self.tokenizer, self.template, self.turns(index), self.for_generation, self.template.add_bos)
+        except ConversationError as error:
+            raise AnnotationError(f"{self.source}: entry {index} (id {entry.get('id', '?')}): {error}") from None
+
+    def __getitem__(self, index: int) -> VideoSample | SkippedSample:
+        entry = self.entries[index]
+        where = f"{self.source}: entry {index} (id {entry.get('id', '?')})"
+        path = resolve_video(entry, self.annotation_dir, self.video_root)
+        try:
+            frames, info = self.reader.read_sampled(path, lambda info: frame_indices(info, self.video_spec))
+        except VideoError as error:
+            if self.skip_bad_videos:
+                return SkippedSample(f"{where}: {error}")
+            raise VideoError(f"{where}: {error}") from None
+        conversation = self.encode_text(index)
+        turns = entry["conversations"]
+        instruction_ids = None
+        if self.instruction_tokenizer is not None:
+            instruction_ids = list(self.instruction_tokenizer(
+                conversation.question, truncation=True, max_length=self.max_instruction_tokens
+            )["input_ids"])
+        details = {k: v for k, v in entry.items() if k != "conversations"}
+        details.update(index=index, video_path=str(path), frames_read=len(frames), video_frames=info.frames,
+                       question=turns[0]["value"], reference=entry["conversations"][1]["value"] if len(entry["conversations"]) > 1 else None)
+        return VideoSample(self.preprocess(frames), conversation, instruction_ids, details)
+
+
+def build_dataset(recipe, model, annotation_file: str | Path, for_generation: bool = False,
+                  max_samples: int | None = None) -> ConversationDataset:
+    path = Path(annotation_file)
+    entries = load_annotations(path)
+    if max_samples:
+        entries = entries[:max_samples]
+    encoder = model.encoder
+    return ConversationDataset(
+        entries, path.parent,
+        video_spec=recipe.data.video,
+        preprocess=FramePreprocess.for_encoder(encoder, recipe.data.video.resize),
+        tokenizer=model.tokenizer,
+        template=recipe.prompt,
+        instruction_tokenizer=encoder.instruction_tokenizer,
+        max_instruction_tokens=getattr(model.recipe.model.encoder.options, "max_instruction_tokens", 128),
+        video_root=recipe.data.video_root,
+        skip_bad_videos=recipe.data.skip_bad_videos,
+        for_generation=for_generation,
+        source=str(path),
+    )
+
+
+class SkippingCollate:
+    """Collate that drops SkippedSamples (recording why in ``batch.info``); a picklable callable for workers."""
+
+    def __init__(self, pad_id: int, instruction_pad_id: int = 0):
+        self.pad_id = pad_id
+        self.instruction_pad_id = instruction_pad_id
+
+    def __call__(self, samples: list) -> VideoBatch | list[SkippedSample]:
+        kept = [s for s in samples if isinstance(s, VideoSample)]
+        skipped = [s for s in samples if isinstance(s, SkippedSample)]
+        if not kept:
+            return skipped
+        batch = collate(kept, self.pad_id, self.instruction_pad_id)
+        batch.skipped = [s.reason for s in skipped]
+        return batch
+
+
+def ensure_synthetic_suite(recipe, progress: bool = True) -> None:
+    """Generate the recipe's synthetic suite when its annotation files are not there yet."""
+    spec = recipe.data.synthetic
+    if spec is None:
+        return
+    wanted = [recipe.data.train, *recipe.data.eval.values()]
+    if all(p and Path(p).exists() for p in wanted if p):
+        return
+    from videodata.synth import generate_suite
+
+    manifest = Path(spec.out) / "manifest.json"
+    if manifest.exists():
+        existing = json.loads(manifest.read_text())
+        if existing.get("seed") != spec.seed:
+            raise RecipeError(f"data.synthetic.out: {spec.out} holds a suite of seed {existing.get('seed')}, not {spec.seed}; choose another out directory")
+    generate_suite(spec.out, seed=spec.seed, videos=spec.videos)
+    missing = [p for p in wanted if p and not Path(p).exists()]
+    if missing:
+        raise RecipeError(f"data: the synthetic suite in {spec.out} has no {missing[0]}; check data.train / data.eval paths")
+
+
+def instruction_pad_id(model) -> int:
+    tokenizer = model.encoder.instruction_tokenizer
+    return tokenizer.pad_token_id if tokenizer is not None and tokenizer.pad_token_id is not None else 0
+

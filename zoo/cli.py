@@ -1,0 +1,187 @@
+"""The ``stzoo`` command line.
+
+    stzoo components [--json]                       every registered component, per kind
+    stzoo resolve RECIPE [--set k=v ...]            the resolved recipe as YAML
+    stzoo build RECIPE [--set k=v ...] [--meta] [--json]
+    stzoo train RECIPE [--set k=v ...] [--output DIR] [--resume CHECKPOINT]
+    stzoo generate MODEL --video V --prompt P       stream a model's answer about a video
+    stzoo data probe VIDEO [--reader decord|pyav]
+    stzoo data synth --out DIR [--seed S] [--videos N]
+
+Errors a user can fix (a bad recipe, a missing video, a checkpoint that does not match)
+print one line and exit with status 2; STZOO_DEBUG=1 shows the traceback too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+
+def _add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recipe", help="a recipe YAML file")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a recipe key, e.g. --set model.mask=causal (repeatable)")
+
+
+def cmd_components(args) -> int:
+    from components import registry
+
+    catalogue = registry.catalogue()
+    if args.json:
+        print(json.dumps(catalogue, indent=2))
+        return 0
+    for kind, entries in catalogue.items():
+        if not entries:
+            continue
+        print(f"{kind}:")
+        width = max(len(e["name"]) for e in entries)
+        for entry in entries:
+            print(f"  {entry['name']:<{width}}  {entry['description']}")
+    return 0
+
+
+def cmd_resolve(args) -> int:
+    from zoo.recipe import load_recipe
+
+    print(load_recipe(args.recipe, args.overrides).dump(), end="")
+    return 0
+
+
+def cmd_build(args) -> int:
+    from zoo.model import build_model
+    from zoo.recipe import load_recipe
+    from zoo.summary import format_summary, summarize
+
+    started = time.perf_counter()
+    recipe = load_recipe(args.recipe, args.overrides)
+    model = build_model(recipe, meta=args.meta)
+    summary = summarize(model, args.meta)
+    summary["build_seconds"] = round(time.perf_counter() - started, 2)
+    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+    return 0
+
+
+def cmd_train(args) -> int:
+    from zoo.recipe import load_recipe
+    from zoo.train import Trainer
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    trainer = Trainer(recipe, output_dir=args.output)
+    state = trainer.fit(resume_from=args.resume)
+    first, last = state.history[0]["loss"], state.history[-1]["loss"]
+    print(f"trained {recipe.name}: {state.step} steps, loss {first:.4f} -> {last:.4f}; model saved to {trainer.output_dir / 'final'}")
+    if state.skipped_samples:
+        print(f"warning: {state.skipped_samples} samples were skipped as unreadable videos", file=sys.stderr)
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from zoo.inference import answer_stream
+
+    for piece in answer_stream(args.model, args.video, args.prompt, max_new_tokens=args.max_new_tokens,
+                               temperature=args.temperature, device=args.device):
+        print(piece, end="", flush=True)
+    print()
+    return 0
+
+
+def cmd_data_probe(args) -> int:
+    from videodata.reader import VideoError, open_reader
+
+    try:
+        info = open_reader(args.reader).info(args.video)
+    except VideoError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(info.as_dict(), indent=2))
+    return 0
+
+
+def cmd_data_synth(args) -> int:
+    from videodata.synth import generate_suite
+
+    started = time.perf_counter()
+    manifest = generate_suite(args.out, seed=args.seed, videos=args.videos)
+    counts = ", ".join(f"{k} {v}" for k, v in manifest.get("splits", {}).items())
+    print(f"wrote {args.videos} videos to {args.out} in {time.perf_counter() - started:.1f}s ({counts})")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="stzoo", description="STZoo: compare spatial-temporal video LLMs")
+    commands = root.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("components", help="list every registered component")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_components)
+
+    p = commands.add_parser("resolve", help="print the resolved recipe")
+    _add_recipe_arguments(p)
+    p.set_defaults(run=cmd_resolve)
+
+    p = commands.add_parser("build", help="build a recipe's model and summarise it")
+    _add_recipe_arguments(p)
+    p.add_argument("--meta", action="store_true", help="shapes only, on the meta device: no weights, no memory")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_build)
+
+    p = commands.add_parser("train", help="train a recipe in this process")
+    _add_recipe_arguments(p)
+    p.add_argument("--output", help="output directory (default: the recipe's train.output_dir)")
+    p.add_argument("--resume", help="a checkpoint directory written by a previous run")
+    p.set_defaults(run=cmd_train)
+
+    p = commands.add_parser("generate", help="answer a prompt about a video")
+    p.add_argument("model", help="a checkpoint directory (save_pretrained) or an MLflow run (runs:/ID)")
+    p.add_argument("--video", required=True)
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--device", default=None)
+    p.set_defaults(run=cmd_generate)
+
+    data = commands.add_parser("data", help="video data tools").add_subparsers(dest="data_command", required=True)
+    p = data.add_parser("probe", help="what the reader sees in a video, or the error a run would get")
+    p.add_argument("video")
+    p.add_argument("--reader", default="decord", choices=["decord", "pyav"])
+    p.set_defaults(run=cmd_data_probe)
+    p = data.add_parser("synth", help="write the synthetic action-scene suite")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--videos", type=int, default=120)
+    p.set_defaults(run=cmd_data_synth)
+    return root
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    from videodata.dataset import AnnotationError
+    from videodata.reader import VideoError
+    from zoo.prompting import ConversationError
+    from zoo.schema import RecipeError
+    from zoo.train import TrainingError
+
+    from components.registry import RegistryError
+
+    return (RecipeError, VideoError, AnnotationError, ConversationError, TrainingError, RegistryError, FileNotFoundError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except user_errors() as error:
+        if os.environ.get("STZOO_DEBUG"):
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
