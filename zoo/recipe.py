@@ -275,13 +275,14 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
-def apply_overrides(data: dict, overrides: list[str], sources: Sources) -> dict:
-    for text in overrides:
-        key, value = parse_override(text)
+def apply_overrides(data: dict, overrides: list[str] | dict, sources: Sources, source: str | None = None) -> dict:
+    """``overrides``: "key=value" strings (values parsed as YAML) or a {dotted key: value} mapping."""
+    pairs = list(overrides.items()) if isinstance(overrides, dict) else [parse_override(text) for text in overrides]
+    for key, value in pairs:
         nested: Any = value
         for part in reversed(key.split(".")):
             nested = {part: nested}
-        data = _merge(data, nested, f"--set {key}", sources)
+        data = _merge(data, nested, source or f"--set {key}", sources)
     return data
 
 
