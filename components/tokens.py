@@ -109,6 +109,7 @@ class VisualTokens:
     # Index of each token in the compressor's full (unmasked) token list; lets a loss pair a
     # masked pass with the reference pass. -1 where not meaningful.
     source_index: torch.Tensor | None = None
+    reference: "VisualTokens | None" = None  # the unmasked tokens, when these are a masked subset
 
     def __post_init__(self) -> None:
         shape = self.embeds.shape[:2]

@@ -38,6 +38,7 @@ def self_contained_recipe(model) -> dict:
         if hf_config is not None and "config" in parts[kind]:
             parts[kind]["config"] = _plain(hf_config)
     parts["llm"]["tokenizer"] = "tokenizer"
+    data["model"]["init_from"] = []  # the saved weights already hold whatever these brought in
     if model.encoder.instruction_tokenizer is not None:
         parts["encoder"]["instruction_tokenizer"] = "instruction_tokenizer"
     return data

@@ -5,6 +5,7 @@ compressor -> assembler -> LLM under the recipe's mask and positions -> losses.
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass, field
 
 import torch
@@ -21,6 +22,8 @@ from zoo.batch import VideoBatch
 from zoo.prompting import IGNORE
 from zoo.recipe import Recipe
 from zoo.schema import ComponentSpec, RecipeError
+
+logger = logging.getLogger("stzoo")
 
 
 @dataclass
@@ -169,7 +172,13 @@ def build_model(recipe: Recipe, meta: bool = False, load_pretrained: bool = True
         mask = create(model_spec.mask, ctx, "model.mask")
         check_compatible(recipe, compressor, position, mask)
         install_axis_rotary(llm.decoder, position.frequency_axes(llm.head_dim))
-    return VideoLLM(recipe, encoder, projector, compressor, position, mask, llm)
+    model = VideoLLM(recipe, encoder, projector, compressor, position, mask, llm)
+    if model_spec.init_from and load_pretrained and not meta:
+        from zoo.checkpoint_import import import_checkpoints
+
+        model.import_report = import_checkpoints(model, model_spec.init_from)
+        logger.info("model.init_from: %s", model.import_report.summary())
+    return model
 
 
 def check_attention_implementation(recipe: Recipe) -> None:

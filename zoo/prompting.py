@@ -47,7 +47,9 @@ def render(template: PromptSpec, turns: list[dict], for_generation: bool = False
     answers: list[tuple[int, int]] = []
     question = ""
     placeholder = template.video_placeholder
-    seen_video = False
+    seen_video = template.video_position == "before_conversation"
+    if seen_video:
+        text += placeholder
     for index, turn in enumerate(turns):
         role = turn.get("from", turn.get("role"))
         message = turn.get("value", turn.get("content"))
@@ -55,9 +57,12 @@ def render(template: PromptSpec, turns: list[dict], for_generation: bool = False
             raise ConversationError(f"turn {index} has no text ('value')")
         if role in HUMAN_ROLES:
             if placeholder in message:
-                if seen_video or message.count(placeholder) > 1:
+                if template.video_position == "before_conversation":
+                    message = message.replace(placeholder, "").strip()  # the video already stands before the conversation
+                elif seen_video or message.count(placeholder) > 1:
                     raise ConversationError(f"turn {index}: more than one {placeholder} in the conversation")
-                seen_video = True
+                else:
+                    seen_video = True
                 question = question or message.replace(placeholder, "").strip()
             else:
                 question = question or message.strip()

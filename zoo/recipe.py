@@ -40,6 +40,9 @@ class ModelSpec:
     position: ComponentSpec = component("position", "rope")
     mask: ComponentSpec = component("mask", "causal")
     llm: ComponentSpec = component("llm")
+    # Whole-model weights applied after the components are built: official LAVIS / ST-LLM .pth files
+    # (keys mapped by zoo.checkpoint_import) or STZoo safetensors; a report lists what each covered.
+    init_from: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -85,7 +88,8 @@ class PromptSpec:
     answer_end: str = "</s>"
     video_placeholder: str = "<video>"
     add_bos: bool = True  # start with the tokenizer's BOS token (Llama: yes; Qwen2: no)
-    video_position: Literal["before_question", "after_question"] = "before_question"
+    # before_conversation: right after the system text, ahead of the first user turn (ST-LLM, InstructBLIP)
+    video_position: Literal["before_question", "after_question", "before_conversation"] = "before_question"
     default_question: str = "Describe the video in detail."
     max_length: int | None = None  # refuse longer sequences before the first step (None: the LLM's context)
 
@@ -113,6 +117,7 @@ class TrainSpec:
 @dataclass
 class EvalSpec:
     benchmarks: list[str] = field(default_factory=list)
+    video: VideoSpec | None = None  # frame sampling at evaluation when it differs from training (ST-LLM: 1 fps in [4, 16])
     max_new_tokens: int = bounded(64, ge=1)
     batch_size: int = bounded(1, ge=1)
     max_samples: int | None = None
@@ -170,7 +175,7 @@ class Recipe:
         return names
 
 
-COMPONENT_PATHS = {f"model.{f.name}": f.metadata["component"] for f in dataclasses.fields(ModelSpec)}
+COMPONENT_PATHS = {f"model.{f.name}": f.metadata["component"] for f in dataclasses.fields(ModelSpec) if "component" in f.metadata}
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, Any]:

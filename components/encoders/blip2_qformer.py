@@ -61,9 +61,13 @@ class QFormerEncoder(VisionEncoder):
         self.frozen = cfg.frozen
         self._tokenizer = None
         if cfg.instruction:
-            self._tokenizer = load_tokenizer(cfg.instruction_tokenizer, cfg.pretrained, "encoder 'blip2_qformer'",
-                                             subfolder="qformer_tokenizer")
-            self._tokenizer.truncation_side = "left"
+            try:
+                self._tokenizer = load_tokenizer(cfg.instruction_tokenizer, cfg.pretrained, "encoder 'blip2_qformer'",
+                                                 subfolder="qformer_tokenizer")
+                self._tokenizer.truncation_side = "left"  # InstructBLIP keeps the end of a long question
+            except RecipeError:
+                if not ctx.meta:  # a --meta summary needs no tokenizer
+                    raise
         if cfg.pretrained and ctx.load_pretrained and not ctx.meta:
             self.load_hf_checkpoint(cfg.pretrained)
         if cfg.frozen:

@@ -16,10 +16,21 @@ class LinearProjector(Projector):
     @dataclass
     class Config:
         bias: bool = True
+        pretrained: str | None = None  # a checkpoint holding trained projection weights (an HF InstructBLIP dir)
+        pretrained_prefix: str = "language_projection."  # their name prefix in that checkpoint
 
     def __init__(self, cfg: Config, ctx: BuildContext):
         super().__init__()
         self.proj = nn.Linear(ctx.encoder_dim, ctx.llm_hidden_size, bias=cfg.bias)
+        if cfg.pretrained and ctx.load_pretrained and not ctx.meta:
+            from zoo.weights import CheckpointError, load_prefixed_state_dict
+
+            state = load_prefixed_state_dict(cfg.pretrained, {cfg.pretrained_prefix: ""}, owner="projector 'linear'")
+            try:
+                self.proj.load_state_dict(state)
+            except RuntimeError as error:
+                raise CheckpointError(f"projector 'linear': {cfg.pretrained!r} does not fit a {ctx.encoder_dim} -> "
+                                      f"{ctx.llm_hidden_size} projection ({str(error).splitlines()[0][:160]})") from None
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(x.to(self.proj.weight.dtype))

@@ -1,0 +1,203 @@
+"""ST-LLM: dynamic masking, the MVM loss, global-local input, separators, and LAVIS checkpoint import."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from components.base import BuildContext
+from components.compressors.st_llm_masking import STLLMMasking
+from components.tokens import FrameFeatures, TokenKind
+from tests.conftest import tiny_recipe
+from tests.test_model import make_batch
+from zoo.model import build_model
+from zoo.recipe import recipe_from_dict
+
+
+def compressor(**options) -> STLLMMasking:
+    from components.compressors.st_llm_masking import GlobalLocalSpec
+
+    if isinstance(options.get("global_local"), dict):
+        options["global_local"] = GlobalLocalSpec(**options["global_local"])
+    return STLLMMasking(STLLMMasking.Config(**options), BuildContext(frames=8, llm_hidden_size=16, tokens_per_frame=4))
+
+
+def features(batch=3, frames=8, tokens=4, dim=16, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return FrameFeatures(torch.randn(batch, frames, tokens, dim, generator=generator), None, None)
+
+
+def st_llm_model(**options):
+    torch.manual_seed(0)
+    data = tiny_recipe(encoder="blip2_qformer", projector="linear", compressor={"name": "st_llm_masking", **options}, frames=4)
+    return build_model(recipe_from_dict(data))
+
+
+@pytest.mark.parametrize("bounds, low, high", [("paper", 0.3, 0.7), ("official_code", 0.1, 0.7)])
+def test_masking_removes_exactly_the_drawn_share_within_bounds(bounds, low, high):
+    torch.manual_seed(0)
+    masking = compressor(rate_bounds=bounds, rate_std=0.3).train()  # a wide sigma so the bounds are hit
+    x = features()
+    rates = []
+    for _ in range(200):
+        out = masking(x)
+        rate = masking.last_rate
+        rates.append(rate)
+        assert low <= rate <= high
+        assert out.num_tokens == 32 - round(rate * 32)  # the same count in every sample
+        source = out.source_index
+        assert (source[:, 1:] > source[:, :-1]).all()  # kept tokens keep their order
+        # ...and their metadata: frame of each kept token is the frame of its source token
+        assert torch.equal(out.frame, source // 4) and (out.kind == TokenKind.FRAME).all()
+        assert torch.equal(out.embeds, torch.gather(x.patches.reshape(3, 32, 16), 1, source.unsqueeze(-1).expand(-1, -1, 16)))
+    assert min(rates) == low and max(rates) == high  # clipped, not resampled
+    subsets = {tuple(row.tolist()) for row in out.source_index}
+    assert len(subsets) > 1  # each sample has its own random subset
+
+
+def test_no_masking_at_evaluation_and_the_rate_distributions():
+    masking = compressor().eval()
+    assert masking(features()).num_tokens == 32 and masking(features()).reference is None
+    torch.manual_seed(1)
+    fixed = compressor(rate_distribution="fixed", rate_mean=0.25).train()
+    assert fixed(features()).num_tokens == 24
+    uniform = compressor(rate_distribution="uniform").train()
+    draws = [uniform.draw_rate() for _ in range(2000)]
+    assert 0.3 <= min(draws) < 0.32 and 0.68 < max(draws) <= 0.7 and abs(sum(draws) / len(draws) - 0.5) < 0.01
+    normal = compressor().train()
+    draws = torch.tensor([normal.draw_rate() for _ in range(4000)])
+    assert abs(float(draws.mean()) - 0.5) < 0.01 and abs(float(draws.std()) - 0.1) < 0.01
+
+
+def test_mvm_is_zero_with_nothing_masked_and_positive_otherwise():
+    nothing = st_llm_model(rate_distribution="fixed", rate_mean=0.0).train()
+    batch = make_batch(nothing)
+    out = nothing(batch)
+    assert set(out.losses) == {"ce", "mvm"} and float(out.losses["mvm"].detach()) == pytest.approx(0.0, abs=1e-10)
+    masked = st_llm_model().train()
+    out = masked(make_batch(masked))
+    assert float(out.losses["mvm"].detach()) > 0
+    assert torch.allclose(out.loss, out.losses["ce"] + out.losses["mvm"])
+    visual = int(out.sequence.is_visual[0].sum())
+    assert visual == 16 - round(masked.compressor.last_rate * 16)
+
+
+def test_no_gradient_reaches_the_reference_pass():
+    model = st_llm_model(mvm_loss="cosine").train()
+    outputs = []
+    handle = model.llm.decoder.register_forward_hook(lambda module, args, out: outputs.append(out.last_hidden_state))
+    out = model(make_batch(model))
+    handle.remove()
+    masked_pass, reference_pass = outputs
+    assert masked_pass.requires_grad and not reference_pass.requires_grad
+    out.losses["mvm"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.llm.parameters())
+
+
+def test_global_local_with_a_fresh_adapter_equals_local_only_exactly():
+    x = features(frames=8)
+    adapter = compressor(global_local={"local_frames": 4, "mode": "adapter"}, masking=False).eval()
+    local_only = compressor(global_local={"local_frames": 4, "mode": "local_only"}, masking=False).eval()
+    a, b = adapter(x), local_only(x)
+    assert torch.equal(a.embeds, b.embeds) and a.num_tokens == 16
+    assert a.frame[0].tolist() == [f for f in (1, 3, 5, 7) for _ in range(4)]  # int(seg/2 + round(seg*i)), seg = 2
+    added = compressor(global_local={"local_frames": 4, "mode": "add"}, masking=False).eval()(x)
+    expected = x.patches[:, [1, 3, 5, 7]] + x.patches.mean(dim=1, keepdim=True)
+    assert torch.allclose(added.embeds, expected.reshape(3, 16, 16))
+    glob = compressor(global_local={"local_frames": 4, "mode": "global_only"}, masking=False).eval()(x)
+    assert torch.allclose(glob.embeds, x.patches.mean(dim=1))
+
+
+def test_separators_sit_between_frames_and_before_the_text():
+    sep = compressor(frame_separators=True, video_text_separator=True, masking=False).eval()
+    out = sep(features(frames=3))
+    kinds = out.kind[0].tolist()
+    F_, S_ = int(TokenKind.FRAME), int(TokenKind.SEPARATOR)
+    assert kinds == [F_] * 4 + [S_] + [F_] * 4 + [S_] + [F_] * 4 + [S_]
+    assert sep.num_tokens(3, 4, None) == 15
+    assert torch.equal(out.embeds[0, 4], sep.frame_separator) and torch.equal(out.embeds[0, -1], sep.video_text_separator)
+    torch.manual_seed(0)
+    masking = compressor(frame_separators=True, video_text_separator=True).train()
+    masked = masking(features(frames=3))
+    assert (masked.kind == S_).sum(dim=1).tolist() == [3, 3, 3]  # separators are never masked
+    assert masked.reference.num_tokens == 15
+
+
+def lavis_checkpoint(model) -> dict[str, torch.Tensor]:
+    """The model's weights under the key names of LAVIS InstructBLIP + ST-LLM files, written out by hand."""
+    state = model.state_dict()
+    out = {}
+    vision = "encoder.vision."
+    out["visual_encoder.cls_token"] = state[vision + "embeddings.class_embedding"]
+    out["visual_encoder.pos_embed"] = state[vision + "embeddings.position_embedding"]
+    out["visual_encoder.patch_embed.proj.weight"] = state[vision + "embeddings.patch_embedding.weight"]
+    out["visual_encoder.patch_embed.proj.bias"] = state[vision + "embeddings.patch_embedding.bias"]
+    layers = {int(k.split(".")[4]) for k in state if k.startswith(vision + "encoder.layers.")}
+    for i in layers:
+        hf = f"{vision}encoder.layers.{i}."
+        lv = f"visual_encoder.blocks.{i}."
+        dim = state[hf + "self_attn.qkv.bias"].shape[0] // 3
+        out[lv + "attn.qkv.weight"] = state[hf + "self_attn.qkv.weight"]
+        out[lv + "attn.q_bias"] = torch.randn(dim)
+        out[lv + "attn.v_bias"] = torch.randn(dim)
+        for ours, theirs in (("layer_norm1", "norm1"), ("layer_norm2", "norm2"), ("self_attn.projection", "attn.proj"),
+                             ("mlp.fc1", "mlp.fc1"), ("mlp.fc2", "mlp.fc2")):
+            for p in ("weight", "bias"):
+                out[f"{lv}{theirs}.{p}"] = state[f"{hf}{ours}.{p}"]
+    out["ln_vision.weight"], out["ln_vision.bias"] = state[vision + "post_layernorm.weight"], state[vision + "post_layernorm.bias"]
+    out["query_tokens"] = state["encoder.query_tokens"]
+    q = "encoder.qformer."
+    out["Qformer.bert.embeddings.word_embeddings.weight"] = state[q + "embeddings.word_embeddings.weight"]
+    out["Qformer.bert.embeddings.position_embeddings.weight"] = state[q + "embeddings.position_embeddings.weight"]
+    out["Qformer.bert.embeddings.LayerNorm.weight"] = state[q + "embeddings.layernorm.weight"]
+    out["Qformer.bert.embeddings.LayerNorm.bias"] = state[q + "embeddings.layernorm.bias"]
+    out["Qformer.bert.embeddings.position_ids"] = torch.arange(64).unsqueeze(0)
+    for key, value in state.items():
+        if key.startswith(q + "encoder.layer."):
+            rest = key[len(q + "encoder.layer."):]
+            rest = rest.replace("attention.attention.", "attention.self.").replace("crossattention.attention.", "crossattention.self.")
+            out["Qformer.bert.encoder.layer." + rest] = value
+    out["Qformer.cls.predictions.bias"] = torch.zeros(3)  # the MLM head LAVIS keeps; unused here
+    out["llama_proj.weight"], out["llama_proj.bias"] = state["projector.proj.weight"], state["projector.proj.bias"]
+    for key, value in state.items():
+        if key.startswith("llm.hf."):
+            out["llama_model." + key[len("llm.hf."):]] = value
+    return {k: torch.randn_like(v.float()).to(v.dtype) if v.is_floating_point() else v for k, v in out.items()}
+
+
+def test_a_lavis_format_checkpoint_lands_weight_by_weight(tmp_path):
+    source = st_llm_model()
+    official = lavis_checkpoint(source)
+    torch.save(official, tmp_path / "st_llm_release.pth")
+    data = tiny_recipe(encoder="blip2_qformer", projector="linear", compressor="st_llm_masking", frames=4)
+    data["model"]["init_from"] = [str(tmp_path / "st_llm_release.pth")]
+    model = build_model(recipe_from_dict(data))
+    report = model.import_report
+    assert report.unexpected == [] and sorted(report.skipped) == ["Qformer.bert.embeddings.position_ids", "Qformer.cls.predictions.bias"]
+    state = model.state_dict()
+    assert report.missing == {}, report.missing  # every tensor of the model came from the file
+    layer = "encoder.vision.encoder.layers.1.self_attn.qkv.bias"
+    q, v = official["visual_encoder.blocks.1.attn.q_bias"], official["visual_encoder.blocks.1.attn.v_bias"]
+    assert torch.equal(state[layer], torch.cat([q, torch.zeros_like(q), v]))
+    assert torch.equal(state["encoder.query_tokens"], official["query_tokens"])
+    assert torch.equal(state["encoder.qformer.encoder.layer.0.crossattention.attention.key.weight"],
+                       official["Qformer.bert.encoder.layer.0.crossattention.self.key.weight"])
+    assert torch.equal(state["projector.proj.weight"], official["llama_proj.weight"])
+    assert torch.equal(state["llm.hf.model.layers.1.mlp.down_proj.weight"], official["llama_model.model.layers.1.mlp.down_proj.weight"])
+
+
+def test_an_eva_only_file_and_a_mismatched_file(tmp_path):
+    from zoo.checkpoint_import import import_checkpoints
+    from zoo.weights import CheckpointError
+
+    model = st_llm_model()
+    official = lavis_checkpoint(model)
+    eva = {k[len("visual_encoder."):]: v for k, v in official.items() if k.startswith("visual_encoder.")}
+    torch.save(eva, tmp_path / "eva_vit_g.pth")
+    report = import_checkpoints(model, [tmp_path / "eva_vit_g.pth"])
+    assert report.unexpected == [] and "llm" in report.missing and "encoder" in report.missing  # Q-Former not covered
+    assert torch.equal(model.state_dict()["encoder.vision.embeddings.class_embedding"], eva["cls_token"])
+    official["query_tokens"] = torch.zeros(1, 7, 32)
+    torch.save(official, tmp_path / "wrong.pth")
+    with pytest.raises(CheckpointError, match="query_tokens: file \\(1, 7, 32\\) vs model \\(1, 4, 32\\)"):
+        import_checkpoints(model, [tmp_path / "wrong.pth"])
