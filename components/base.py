@@ -114,13 +114,6 @@ class Compressor(nn.Module):
         raise NotImplementedError
 
 
-class VisualPositionHook(nn.Module):
-    """The visual side of a positional scheme: changes projected features before the compressor (LAPE)."""
-
-    def forward(self, features: FrameFeatures) -> FrameFeatures:
-        return features
-
-
 class PositionScheme(nn.Module):
     """Sequence metadata -> position ids of shape (axes, B, L), and which axis each rotary frequency reads.
 
@@ -140,8 +133,25 @@ class PositionScheme(nn.Module):
     def position_ids(self, sequence: TokenSequence) -> torch.Tensor:
         raise NotImplementedError
 
-    def visual_hook(self) -> VisualPositionHook | None:
+    def visual_hook(self) -> Callable[[FrameFeatures], FrameFeatures] | None:
+        """The visual side of the scheme, applied to projected features before the compressor (LAPE), or None."""
         return None
+
+    # Text-side hooks, for schemes that add tokens to the LLM's vocabulary (LAPE's coordinate tokens).
+
+    def bind(self, llm) -> None:
+        """Called once the LLM exists (its tokenizer can be extended here)."""
+
+    @property
+    def text_codec(self):
+        """An object with ``rewrite(text) -> (text, [(start, end, fraction), ...])`` or None."""
+        return None
+
+    def embed_text(self, llm, ids: torch.Tensor, fraction: torch.Tensor | None = None) -> torch.Tensor:
+        return llm.embed(ids)
+
+    def logits(self, llm, hidden: torch.Tensor) -> torch.Tensor:
+        return llm.logits(hidden)
 
     def check_compatible(self, compressor: Compressor) -> str | None:
         """None if this scheme can place the compressor's tokens, else what is missing."""

@@ -188,6 +188,7 @@ class TokenSequence:
     row: torch.Tensor
     col: torch.Tensor
     visual_index: torch.Tensor
+    coordinate_fraction: torch.Tensor | None = None  # (B, L) LAPE coordinate fractions, -1 elsewhere
 
     @property
     def batch_size(self) -> int:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
+from videodata.grounding import DECIMAL, GROUNDING_TASKS, GroundingStyle, grounding_answer
 from videodata.reader import VideoError, open_reader
 from videodata.sampling import frame_indices
 from videodata.transforms import FramePreprocess
@@ -49,7 +50,7 @@ class ConversationDataset(Dataset):
     def __init__(self, entries: list[dict], annotation_dir: Path, *, video_spec, preprocess: FramePreprocess,
                  tokenizer, template, instruction_tokenizer=None, max_instruction_tokens: int = 128,
                  video_root: str | None = None, skip_bad_videos: bool = False, for_generation: bool = False,
-                 source: str = "<annotations>"):
+                 source: str = "<annotations>", codec=None, grounding_style: GroundingStyle = DECIMAL):
         self.entries = entries
         self.annotation_dir = Path(annotation_dir)
         self.video_spec = video_spec
@@ -63,19 +64,29 @@ class ConversationDataset(Dataset):
         self.skip_bad_videos = skip_bad_videos
         self.for_generation = for_generation
         self.source = source
+        self.codec = codec  # the position scheme's coordinate codec (LAPE), or None
+        self.grounding_style = grounding_style
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def turns(self, index: int) -> list[dict]:
-        turns = self.entries[index]["conversations"]
-        return turns[:1] if self.for_generation else turns
+        entry = self.entries[index]
+        turns = entry["conversations"]
+        if self.for_generation:
+            return turns[:1]
+        if entry.get("task") in GROUNDING_TASKS and "target" in entry and len(turns) == 2:
+            # Written from the numeric target in this model's style (coordinate tokens for LAPE).
+            answer = grounding_answer(entry["task"], entry["target"], self.grounding_style)
+            return [turns[0], {**turns[1], "value": answer}]
+        return turns
 
     def encode_text(self, index: int) -> EncodedConversation:
         """The entry's conversation tokenized, without touching its video."""
         entry = self.entries[index]
         try:
-            return encode(self.tokenizer, self.template, self.turns(index), self.for_generation, self.template.add_bos)
+            return encode(self.tokenizer, self.template, self.turns(index), self.for_generation, self.template.add_bos,
+                          codec=self.codec)
         except ConversationError as error:
             raise AnnotationError(f"{self.source}: entry {index} (id {entry.get('id', '?')}): {error}") from None
 
@@ -109,6 +120,11 @@ def build_dataset(recipe, model, annotation_file: str | Path, for_generation: bo
     if max_samples:
         entries = entries[:max_samples]
     encoder = model.encoder
+    codec = model.position.text_codec
+    style = recipe.data.grounding_style
+    if style == "auto":
+        style = "coordinate_tokens" if codec is not None else "decimal"
+    bins = getattr(codec, "bins", 100)
     return ConversationDataset(
         entries, path.parent,
         video_spec=recipe.data.video,
@@ -121,6 +137,8 @@ def build_dataset(recipe, model, annotation_file: str | Path, for_generation: bo
         skip_bad_videos=recipe.data.skip_bad_videos,
         for_generation=for_generation,
         source=str(path),
+        codec=codec,
+        grounding_style=GroundingStyle(style, bins),
     )
 
 

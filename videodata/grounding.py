@@ -19,7 +19,7 @@ from dataclasses import dataclass
 Box = tuple[float, float, float, float]
 
 _NUMBER = r"[-+]?(?:\d+\.\d*|\.\d+|\d+)"
-_COORD_TOKEN = re.compile(r"<([thw])(\d+)>")
+_COORD_TOKEN = re.compile(r"<([thw])(\d+(?:\.\d+)?)>")
 
 
 def clamp01(value: float) -> float:
@@ -36,7 +36,9 @@ class GroundingStyle:
         if self.name == "decimal":
             return f"{clamp01(x):.2f}"
         if self.name == "coordinate_tokens":
-            return f"<{axis}{round(clamp01(x) * (self.bins - 1))}>"
+            # The exact bin position: LAPE blends the two neighbouring tokens (input) and gives a
+            # two-hot target; a model's own output is a whole token such as <t20>.
+            return f"<{axis}{clamp01(x) * (self.bins - 1):.2f}>"
         raise ValueError(f"unknown grounding style {self.name!r}; styles: decimal, coordinate_tokens")
 
     def span(self, start: float, end: float) -> str:
@@ -61,7 +63,7 @@ def _values(text: str, bins: int = 100) -> list[tuple[str, float]]:
     """Every coordinate in ``text`` in order, as (axis or '', value in [0,1])."""
     found: list[tuple[int, str, float]] = []
     for match in _COORD_TOKEN.finditer(text):
-        found.append((match.start(), match.group(1), int(match.group(2)) / (bins - 1)))
+        found.append((match.start(), match.group(1), float(match.group(2)) / (bins - 1)))
     stripped = _COORD_TOKEN.sub(lambda m: " " * len(m.group(0)), text)
     for match in re.finditer(_NUMBER, stripped):
         found.append((match.start(), "", float(match.group(0))))
@@ -106,3 +108,17 @@ def parse_tube(text: str, bins: int = 100) -> tuple[tuple[float, float] | None, 
         if times and box is not None:
             boxes.append((clamp01(times[-1]), box))
     return span, boxes
+
+
+GROUNDING_TASKS = ("temporal_grounding", "spatial_grounding", "spatiotemporal_grounding")
+
+
+def grounding_answer(task: str, target: dict, style: GroundingStyle) -> str:
+    """The reference answer of a grounding entry written in ``style`` (from its numeric target)."""
+    if task == "temporal_grounding":
+        return style.span(*target["span"])
+    if task == "spatial_grounding":
+        return style.box(tuple(target["box"]))
+    if task == "spatiotemporal_grounding":
+        return style.tube(*target["span"], [(t, tuple(box)) for t, box in target["boxes"]])
+    raise ValueError(f"{task!r} is not a grounding task; grounding tasks: {', '.join(GROUNDING_TASKS)}")

@@ -19,7 +19,7 @@ from zoo.prompting import IGNORE
 def assemble(
     batch: VideoBatch,
     visual: VisualTokens,
-    embed_text: Callable[[torch.Tensor], torch.Tensor],
+    embed_text: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],
     pad_id: int,
     padding_side: str = "right",
 ) -> TokenSequence:
@@ -39,7 +39,7 @@ def assemble(
     text_index = torch.where(j < start, j, j - num_visual).clamp(0, batch.text_ids.shape[1] - 1)
     visual_index = (j - start).clamp(0, max(num_visual - 1, 0))
 
-    text_embeds = embed_text(batch.text_ids)
+    text_embeds = embed_text(batch.text_ids, batch.text_fractions)
     dtype = text_embeds.dtype
     dim = text_embeds.shape[-1]
     gathered_text = torch.gather(text_embeds, 1, text_index.unsqueeze(-1).expand(-1, -1, dim))
@@ -56,6 +56,9 @@ def assemble(
             out = torch.where(is_visual, torch.gather(visual_values, 1, visual_index), out)
         return out
 
+    fraction = None
+    if batch.text_fractions is not None:
+        fraction = per_token(torch.gather(batch.text_fractions, 1, text_index), None, -1.0)
     text_ids = torch.gather(batch.text_ids, 1, text_index)
     text_labels = torch.gather(batch.text_labels, 1, text_index)
     text_kind = torch.full_like(text_ids, int(TokenKind.TEXT))
@@ -70,4 +73,5 @@ def assemble(
         row=per_token(no_index, visual.row, NO_INDEX),
         col=per_token(no_index, visual.col, NO_INDEX),
         visual_index=torch.where(is_visual, visual_index, torch.as_tensor(NO_INDEX, device=device)),
+        coordinate_fraction=fraction,
     )

@@ -29,6 +29,7 @@ class VideoBatch:
     instruction: dict[str, torch.Tensor] | None = None  # input_ids / attention_mask for the encoder
     info: list[dict] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # why samples of this batch were dropped (bad videos)
+    text_fractions: torch.Tensor | None = None  # (B, Lt) coordinate fractions (LAPE), -1 elsewhere
 
     @property
     def size(self) -> int:
@@ -42,6 +43,7 @@ class VideoBatch:
             None if self.instruction is None else {k: move(v) for k, v in self.instruction.items()},
             self.info,
             self.skipped,
+            None if self.text_fractions is None else move(self.text_fractions),
         )
 
 
@@ -58,6 +60,11 @@ def collate(samples: list[VideoSample], pad_id: int, instruction_pad_id: int = 0
     for i, sample in enumerate(samples):
         ids[i, : lengths[i]] = torch.tensor(sample.conversation.ids, dtype=torch.long)
         labels[i, : lengths[i]] = torch.tensor(sample.conversation.labels, dtype=torch.long)
+    fractions = None
+    if samples[0].conversation.fractions is not None:
+        fractions = torch.full((len(samples), width), -1.0)
+        for i, sample in enumerate(samples):
+            fractions[i, : lengths[i]] = torch.tensor(sample.conversation.fractions)
     instruction = None
     if samples[0].instruction_ids is not None:
         widths = [len(s.instruction_ids) for s in samples]
@@ -75,4 +82,5 @@ def collate(samples: list[VideoSample], pad_id: int, instruction_pad_id: int = 0
         video_position=torch.tensor([s.conversation.video_position for s in samples], dtype=torch.long),
         instruction=instruction,
         info=[s.info for s in samples],
+        text_fractions=fractions,
     )

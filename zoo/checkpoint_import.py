@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from zoo.weights import CheckpointError, read_state_dict
+from zoo.weights import CheckpointError, local_directory, read_state_dict
 
 # (pattern, replacement) applied in order; the first match wins.
 LAVIS_RULES: list[tuple[str, str]] = [
@@ -41,6 +41,16 @@ LAVIS_RULES: list[tuple[str, str]] = [
 # Present in official files, unused by the model on purpose.
 LAVIS_SKIPPED = [r"^Qformer\.cls\.", r"^Qformer\.bert\.embeddings\.position_ids$", r"^visual_encoder\.head\.", r"^temp$"]
 QV_BIAS = re.compile(r"^visual_encoder\.blocks\.(\d+)\.attn\.(q_bias|v_bias)$")
+
+# LLaVA-1.5 / LLaVA-OneVision releases: the LLM at model.* and lm_head.*, the projector at
+# model.mm_projector.{0,2}, and (OneVision) the vision tower at model.vision_tower.vision_tower.*
+LLAVA_RULES: list[tuple[str, str]] = [
+    (r"^model\.mm_projector\.(\d+)\.", r"projector.layers.\1."),
+    (r"^model\.vision_tower\.vision_tower\.", "encoder.model."),
+    (r"^model\.", "llm.hf.model."),
+    (r"^lm_head\.", "llm.hf.lm_head."),
+]
+LLAVA_SKIPPED = [r"^model\.image_newline$"]
 
 
 @dataclass
@@ -96,8 +106,8 @@ def map_lavis_keys(state: dict[str, torch.Tensor], model_keys: set[str]) -> tupl
     return mapped, report
 
 
-def _apply_rules(key: str) -> str | None:
-    for pattern, replacement in LAVIS_RULES:
+def _apply_rules(key: str, rules=LAVIS_RULES) -> str | None:
+    for pattern, replacement in rules:
         if re.match(pattern, key):
             return re.sub(pattern, replacement, key)
     return None
@@ -115,6 +125,26 @@ def _adapt_llm_prefix(target: str, model_keys: set[str]) -> str:
     return target
 
 
+def is_llava_layout(keys) -> bool:
+    return any(k.startswith("model.mm_projector.") for k in keys)
+
+
+def map_llava_keys(state: dict[str, torch.Tensor], model_keys: set[str]) -> tuple[dict[str, torch.Tensor], ImportReport]:
+    report = ImportReport()
+    mapped = {}
+    for key, tensor in state.items():
+        if any(re.match(pattern, key) for pattern in LLAVA_SKIPPED):
+            report.skipped.append(key)
+            continue
+        target = _apply_rules(key, LLAVA_RULES)
+        target = _adapt_llm_prefix(target, model_keys) if target else None
+        if target is None or target not in model_keys:
+            report.unexpected.append(key)
+            continue
+        mapped[target] = tensor
+    return mapped, report
+
+
 def import_checkpoints(model, paths: list[str | Path]) -> ImportReport:
     """Load official-format (LAVIS, ST-LLM) or STZoo-format files into ``model``; one report for all of them."""
     model_state = model.state_dict()
@@ -122,8 +152,11 @@ def import_checkpoints(model, paths: list[str | Path]) -> ImportReport:
     total = ImportReport()
     covered: set[str] = set()
     for path in paths:
-        state = read_state_dict(Path(path), owner="model.init_from")
-        if is_lavis_layout(state) or eva_only_layout(state):
+        state = read_state_dict(local_directory(str(path), "model.init_from", ("*.json", "*.safetensors", "*.bin", "*.pth")),
+                                owner="model.init_from")
+        if is_llava_layout(state):
+            mapped, report = map_llava_keys(state, model_keys)
+        elif is_lavis_layout(state) or eva_only_layout(state):
             mapped, report = map_lavis_keys(state, model_keys)
         else:
             mapped = {k: v for k, v in state.items() if k in model_keys}

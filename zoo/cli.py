@@ -69,14 +69,27 @@ def cmd_train(args) -> int:
     from zoo.recipe import load_recipe
     from zoo.train import Trainer
 
+    from pathlib import Path
+
+    from zoo.stages import run_stages
+
     recipe = load_recipe(args.recipe, args.overrides)
-    trainer = Trainer(recipe, output_dir=args.output)
-    state = trainer.fit(resume_from=args.resume)
+    output = Path(args.output or recipe.train.output_dir.format(name=recipe.name))
+    if recipe.train.stages:
+        states = run_stages(recipe, output, lambda r, model, out: Trainer(r, model=model, output_dir=out))
+        for stage, state in zip(recipe.train.stages, states):
+            _report(f"{recipe.name} stage {stage.name}", state, output / stage.name)
+        return 0
+    trainer = Trainer(recipe, output_dir=output)
+    _report(recipe.name, trainer.fit(resume_from=args.resume), output)
+    return 0
+
+
+def _report(name: str, state, output) -> None:
     first, last = state.history[0]["loss"], state.history[-1]["loss"]
-    print(f"trained {recipe.name}: {state.step} steps, loss {first:.4f} -> {last:.4f}; model saved to {trainer.output_dir / 'final'}")
+    print(f"trained {name}: {state.step} steps, loss {first:.4f} -> {last:.4f}; model saved to {output / 'final'}")
     if state.skipped_samples:
         print(f"warning: {state.skipped_samples} samples were skipped as unreadable videos", file=sys.stderr)
-    return 0
 
 
 def cmd_generate(args) -> int:

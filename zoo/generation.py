@@ -92,7 +92,7 @@ def _generate(model, batch, max_new_tokens, temperature, top_p, seed, use_cache,
     mask, positions = model.attention_inputs(sequence)
     cache = DynamicCache(config=model.llm.config) if use_cache else None
     hidden, cache = model.llm(sequence.inputs_embeds, mask, positions, cache=cache, use_cache=use_cache)
-    logits = model.llm.logits(hidden[:, -1])
+    logits = model.logits(hidden[:, -1])
     attention = sequence.attention_mask
     # Next position on every axis: one past the largest id of the real tokens.
     last = positions.masked_fill(~attention.bool().unsqueeze(0), -1).amax(dim=-1)  # (axes, B)
@@ -120,11 +120,11 @@ def _generate(model, batch, max_new_tokens, temperature, top_p, seed, use_cache,
             attention = torch.cat([attention, torch.ones_like(attention[:, :1])], dim=1)
             hidden, cache = model.llm(model.embed_text(tokens[:, None]), attention, last.unsqueeze(-1),
                                       cache=cache, use_cache=True)
-            logits = model.llm.logits(hidden[:, -1])
+            logits = model.logits(hidden[:, -1])
         else:
             extended = _with_tokens(batch, generated, model.pad_id)
             sequence = model.assemble(extended, visual, padding_side="left")
             hidden, _ = model.run_llm(sequence)
-            logits = model.llm.logits(hidden[:, -1])
+            logits = model.logits(hidden[:, -1])
     texts = [model.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in generated]
     return Generation(generated, texts, finished)

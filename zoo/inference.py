@@ -36,7 +36,7 @@ def prepare_sample(model, video: str, prompt: str) -> VideoSample:
     frames, _ = open_reader(recipe.data.video.reader).read_sampled(video, lambda info: frame_indices(info, recipe.data.video))
     pixels = FramePreprocess.for_encoder(model.encoder, recipe.data.video.resize)(frames)
     conversation = encode(model.tokenizer, recipe.prompt, question_turns(prompt), for_generation=True,
-                          add_bos=recipe.prompt.add_bos)
+                          add_bos=recipe.prompt.add_bos, codec=model.position.text_codec)
     instruction = None
     if model.encoder.instruction_tokenizer is not None:
         instruction = list(model.encoder.instruction_tokenizer(conversation.question, truncation=True, max_length=128)["input_ids"])

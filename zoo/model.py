@@ -79,8 +79,11 @@ class VideoLLM(nn.Module):
             features = self.visual_position(features)
         return self.compressor(features)
 
-    def embed_text(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.llm.embed(ids)
+    def embed_text(self, ids: torch.Tensor, fraction: torch.Tensor | None = None) -> torch.Tensor:
+        return self.position.embed_text(self.llm, ids, fraction)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.position.logits(self.llm, hidden)
 
     def assemble(self, batch: VideoBatch, visual: VisualTokens, padding_side: str = "right") -> TokenSequence:
         return assemble(batch, visual, self.embed_text, self.pad_id, padding_side)
@@ -99,21 +102,32 @@ class VideoLLM(nn.Module):
         sequence = self.assemble(batch, visual)
         self.check_length(sequence)
         hidden, _ = self.run_llm(sequence)
-        losses = {"ce": self.language_loss(hidden, sequence.labels)}
+        losses = {"ce": self.language_loss(hidden, sequence.labels, sequence.coordinate_fraction)}
         losses.update(visual.extra_losses)
         extra = getattr(self.compressor, "sequence_losses", None)
         if extra is not None and self.training:
             losses.update(extra(self, batch, visual, sequence, hidden))
         return ModelOutput(loss=sum(losses.values()), losses=losses, sequence=sequence, hidden=hidden)
 
-    def language_loss(self, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Next-token cross-entropy over the answer tokens; logits are computed only where a label is."""
+    def language_loss(self, hidden: torch.Tensor, labels: torch.Tensor, fraction: torch.Tensor | None = None) -> torch.Tensor:
+        """Next-token cross-entropy over the answer tokens; logits are computed only where a label is.
+
+        A continuous coordinate (LAPE) is a two-hot target: its token k with weight 1 - f and
+        the next token k + 1 with weight f.
+        """
         targets = labels[:, 1:]
         keep = targets != IGNORE
         if not bool(keep.any()):
             return hidden.sum() * 0.0  # keeps the graph (and DDP) intact for a batch without answers
-        logits = self.llm.logits(hidden[:, :-1][keep])
-        return F.cross_entropy(logits.float(), targets[keep])
+        logits = self.logits(hidden[:, :-1][keep]).float()
+        wanted = targets[keep]
+        if fraction is None:
+            return F.cross_entropy(logits, wanted)
+        share = fraction[:, 1:][keep].clamp(min=0.0)
+        log_probs = torch.log_softmax(logits, dim=-1)
+        this = log_probs.gather(1, wanted.unsqueeze(1)).squeeze(1)
+        following = log_probs.gather(1, (wanted + 1).clamp(max=logits.shape[-1] - 1).unsqueeze(1)).squeeze(1)
+        return -((1 - share) * this + share * following).mean()
 
     def check_length(self, sequence: TokenSequence) -> None:
         limit = self.recipe.prompt.max_length or self.llm.max_length
@@ -172,6 +186,7 @@ def build_model(recipe: Recipe, meta: bool = False, load_pretrained: bool = True
         mask = create(model_spec.mask, ctx, "model.mask")
         check_compatible(recipe, compressor, position, mask)
         install_axis_rotary(llm.decoder, position.frequency_axes(llm.head_dim))
+        position.bind(llm)
     model = VideoLLM(recipe, encoder, projector, compressor, position, mask, llm)
     if model_spec.init_from and load_pretrained and not meta:
         from zoo.checkpoint_import import import_checkpoints

@@ -27,6 +27,8 @@ class EncodedConversation:
     labels: list[int]
     video_position: int  # index in ``ids`` where the visual tokens are inserted
     question: str  # the first user message without the placeholder (InstructBLIP's Q-Former input)
+    # Per token: where a continuous coordinate lies between its token and the next one (LAPE), -1 elsewhere.
+    fractions: list[float] | None = None
 
     @property
     def parts(self) -> dict[str, int]:
@@ -82,8 +84,13 @@ def render(template: PromptSpec, turns: list[dict], for_generation: bool = False
     return text, answers, question
 
 
-def encode(tokenizer, template: PromptSpec, turns: list[dict], for_generation: bool = False, add_bos: bool = True) -> EncodedConversation:
+def encode(tokenizer, template: PromptSpec, turns: list[dict], for_generation: bool = False, add_bos: bool = True,
+           codec=None) -> EncodedConversation:
+    """``codec`` (a position scheme's text codec) rewrites coordinate markup into coordinate tokens first."""
     text, answers, question = render(template, turns, for_generation)
+    coordinates: list[tuple[int, int, float]] = []
+    if codec is not None:
+        text, answers, coordinates = _rewrite(codec, text, answers)
     before, _, after = text.partition(template.video_placeholder)
     ids_before = _ids(tokenizer, before)
     if add_bos and tokenizer.bos_token_id is not None:
@@ -92,8 +99,10 @@ def encode(tokenizer, template: PromptSpec, turns: list[dict], for_generation: b
     encoded_after = tokenizer(after, add_special_tokens=False, return_offsets_mapping=True)
     ids_after = list(encoded_after["input_ids"])
     labels_after = []
+    fractions_after = []
     for token, (start, end) in zip(ids_after, encoded_after["offset_mapping"]):
         start, end = start + offset, end + offset
+        fractions_after.append(next((f for c_start, c_end, f in coordinates if start >= c_start and end <= c_end and end > start), -1.0))
         in_answer = any(start < a_end and end > a_start for a_start, a_end in answers) if end > start else any(
             a_start <= start < a_end for a_start, a_end in answers
         )
@@ -103,7 +112,14 @@ def encode(tokenizer, template: PromptSpec, turns: list[dict], for_generation: b
         labels=[IGNORE] * len(ids_before) + labels_after,
         video_position=len(ids_before),
         question=question,
+        fractions=[-1.0] * len(ids_before) + fractions_after if codec is not None else None,
     )
+
+
+def _rewrite(codec, text: str, answers: list[tuple[int, int]]):
+    """Apply the codec and carry the answer spans over to the rewritten text."""
+    rewritten, coordinates, mapping = codec.rewrite(text)
+    return rewritten, [(mapping(a), mapping(b)) for a, b in answers], coordinates
 
 
 def _ids(tokenizer, text: str) -> list[int]:

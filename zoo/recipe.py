@@ -22,14 +22,7 @@ from typing import Any, Literal
 
 import yaml
 
-from zoo.schema import ComponentSpec, RecipeError, Sources, bounded, convert_component, to_plain, validate
-
-
-def component(kind: str, default: str | None = None):
-    """A recipe field holding a component of ``kind``; ``default`` is a registered name."""
-    if default is None:
-        return field(metadata={"component": kind})
-    return field(default_factory=lambda: convert_component(kind, default, "", Sources()), metadata={"component": kind})
+from zoo.schema import ComponentSpec, RecipeError, Sources, bounded, component, to_plain, validate
 
 
 @dataclass(kw_only=True)
@@ -75,6 +68,9 @@ class DataSpec:
     synthetic: SyntheticSpec | None = None
     num_workers: int = bounded(0, ge=0)
     skip_bad_videos: bool = False  # skip (and count) undecodable videos instead of stopping
+    # How grounding answers are written for training: auto = coordinate tokens when the position
+    # scheme has them (LAPE), decimals otherwise (videodata.grounding).
+    grounding_style: Literal["auto", "decimal", "coordinate_tokens"] = "auto"
     max_samples: int | None = None
 
 
@@ -95,6 +91,15 @@ class PromptSpec:
 
 
 @dataclass
+class StageSpec:
+    """One stage of progressive training (LLaVA-ST): its own overrides and what it trains."""
+
+    name: str
+    set: dict[str, Any] = field(default_factory=dict)  # recipe overrides for this stage (data, lr, tuning...)
+    trainable: list[str] = field(default_factory=list)  # parameter-name globs that train; everything else is frozen
+
+
+@dataclass
 class TrainSpec:
     lr: float = bounded(2e-5, gt=0)
     weight_decay: float = bounded(0.0, ge=0)
@@ -112,6 +117,7 @@ class TrainSpec:
     save_every: int | None = None  # steps between checkpoints (None: only at the end)
     output_dir: str = "runs/{name}"
     progress_bar: bool = True
+    stages: list[StageSpec] = field(default_factory=list)  # progressive training; each starts from the previous
 
 
 @dataclass

@@ -32,6 +32,13 @@ def bounded(default, **bounds):
     return field(default=default, metadata=bounds)
 
 
+def component(kind: str, default: str | None = None):
+    """A dataclass field holding a component of ``kind``; ``default`` is a registered name."""
+    if default is None:
+        return field(metadata={"component": kind})
+    return field(default_factory=lambda: convert_component(kind, default, "", Sources()), metadata={"component": kind})
+
+
 @dataclass
 class ComponentSpec:
     """A component of a recipe: its registered name and its validated options."""

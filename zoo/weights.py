@@ -44,9 +44,16 @@ def read_state_dict(path: Path, owner: str) -> dict[str, torch.Tensor]:
             for shard in shards:
                 state.update(read_state_dict(path / shard, owner))
             return state
-        files = sorted(path.glob("*.safetensors"))
+        torch_index = path / "pytorch_model.bin.index.json"
+        if torch_index.is_file():  # older releases (LLaVA-1.5) ship torch shards
+            shards = sorted(set(json.loads(torch_index.read_text())["weight_map"].values()))
+            state = {}
+            for shard in shards:
+                state.update(read_state_dict(path / shard, owner))
+            return state
+        files = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin")) or sorted(path.glob("*.pth"))
         if not files:
-            raise CheckpointError(f"{owner}: {path} holds no .safetensors file")
+            raise CheckpointError(f"{owner}: {path} holds no weights (.safetensors, .bin or .pth)")
         state = {}
         for file in files:
             state.update(read_state_dict(file, owner))

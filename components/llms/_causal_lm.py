@@ -105,8 +105,10 @@ class CausalLanguageModel(nn.Module):
             hf_config = self.resolve_config(cfg)
             hf_config._attn_implementation = cfg.attn_implementation
             model = AutoModelForCausalLM.from_config(hf_config, dtype=dtype, attn_implementation=cfg.attn_implementation)
-        if self.tokenizer is not None and len(self.tokenizer) > model.get_input_embeddings().num_embeddings:
-            # Tokens added after pre-training (a pad token, say) need rows of their own.
+        loads_weights = bool(cfg.pretrained and ctx.load_pretrained and not ctx.meta)
+        if loads_weights and self.tokenizer is not None and len(self.tokenizer) > model.get_input_embeddings().num_embeddings:
+            # Tokens added after pre-training (a pad token, say) need rows of their own. A saved STZoo
+            # checkpoint is rebuilt from its own config, whose vocab_size is already right.
             model.resize_token_embeddings(len(self.tokenizer))
         return model
 
