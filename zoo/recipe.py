@@ -107,7 +107,7 @@ class TrainSpec:
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     warmup_ratio: float = bounded(0.03, ge=0, le=1)
     epochs: float = bounded(1.0, gt=0)
-    max_steps: int | None = None
+    max_steps: int | None = None  # overrides epochs when set
     batch_size: int = bounded(1, ge=1)  # per device
     global_batch_size: int | None = None  # gradient accumulation fills the rest
     grad_clip: float | None = 1.0

@@ -193,8 +193,8 @@ class Trainer:
                 f"data.train: {len(self.dataset)} samples are fewer than one batch of {recipe.train.batch_size} per worker"
             )
         self.steps_per_epoch = max(1, batches_per_epoch // self.accumulation)
-        total = math.ceil(recipe.train.epochs * self.steps_per_epoch)
-        self.total_steps = min(total, recipe.train.max_steps) if recipe.train.max_steps else total
+        # max_steps, when set, overrides epochs (as in Hugging Face's Trainer).
+        self.total_steps = recipe.train.max_steps or math.ceil(recipe.train.epochs * self.steps_per_epoch)
         optimizer = make_optimizer(self.model, recipe.train)
         warmup = round(recipe.train.warmup_ratio * self.total_steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(recipe.train.schedule, warmup, self.total_steps))
@@ -281,14 +281,14 @@ class Trainer:
                 sums[name] = sums.get(name, 0.0) + float(value.detach()) / len(micro_batches)
             sums["loss"] = sums.get("loss", 0.0) + float(output.loss.detach()) / len(micro_batches)
             tokens += int(output.sequence.attention_mask.sum())
+        sums["lr"] = self.engine.scheduler.get_last_lr()[0]  # the rate this step used
         sums["grad_norm"] = self.engine.step()
-        sums["lr"] = self.engine.scheduler.get_last_lr()[0]
         sums["tokens"] = tokens * self.world_size
         return sums
 
     def _stop_on_bad_loss(self, output) -> None:
         kept = sorted((self.output_dir / "checkpoints").glob("step-*")) if self.output_dir.exists() else []
-        terms = ", ".join(f"{k}={float(v):.4g}" for k, v in output.losses.items())
+        terms = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in output.losses.items())
         where = f"the last good checkpoint is {kept[-1]}" if kept else "no checkpoint was saved yet"
         raise TrainingError(
             f"step {self.state.step + 1}: the loss is not finite ({terms}); training stopped and {where}. "

@@ -1,0 +1,100 @@
+"""Training on real video files: the loss falls, runs are deterministic, a resumed run equals an uninterrupted one."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tests.conftest import tiny_recipe
+from zoo.model import VideoLLM
+from zoo.recipe import recipe_from_dict
+from zoo.schema import RecipeError
+from zoo.train import Trainer, TrainingError
+
+
+def direction_recipe(train_file, steps=30, **train):
+    data = tiny_recipe(frames=8)
+    data["data"]["train"] = str(train_file)
+    data["prompt"] = {"system": ""}
+    data["train"].update({"lr": 3e-3, "warmup_ratio": 0.1, "max_steps": steps, "batch_size": 4, "log_every": 1, **train})
+    return recipe_from_dict(data)
+
+
+def test_the_loss_falls_on_real_videos_and_the_model_is_saved(direction_dataset, tmp_path):
+    recipe = direction_recipe(direction_dataset(16), steps=40)
+    state = Trainer(recipe, output_dir=tmp_path / "run", device="cpu").fit()
+    losses = [h["loss"] for h in state.history]
+    assert len(losses) == 40
+    assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5, losses
+    assert all(h["lr"] > 0 for h in state.history) and state.history[0]["lr"] < state.history[4]["lr"]  # warmup
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged] == list(range(1, 41))
+    model = VideoLLM.from_pretrained(tmp_path / "run" / "final")
+    assert model.recipe.name == recipe.name
+
+
+def test_two_runs_with_the_same_seed_are_identical(direction_dataset, tmp_path):
+    train_file = direction_dataset(8)
+    runs = []
+    for name in ("a", "b"):
+        state = Trainer(direction_recipe(train_file, steps=6), output_dir=tmp_path / name, device="cpu").fit()
+        runs.append([h["loss"] for h in state.history])
+    assert runs[0] == runs[1]
+    other = Trainer(direction_recipe(train_file, steps=6, seed=1), output_dir=tmp_path / "c", device="cpu").fit()
+    assert [h["loss"] for h in other.history] != runs[0]
+
+
+def test_a_resumed_run_equals_an_uninterrupted_one(direction_dataset, tmp_path):
+    train_file = direction_dataset(8)
+    whole = Trainer(direction_recipe(train_file, steps=8, save_every=3), output_dir=tmp_path / "whole", device="cpu").fit()
+    checkpoint = tmp_path / "whole" / "checkpoints" / "step-0000003"
+    assert (checkpoint / "trainer_state.pt").is_file() and (checkpoint / "model" / "model.safetensors").is_file()
+    resumed = Trainer(direction_recipe(train_file, steps=8, save_every=3), output_dir=tmp_path / "resumed", device="cpu")
+    state = resumed.fit(resume_from=checkpoint)
+    assert [h["loss"] for h in state.history] == [h["loss"] for h in whole.history[3:]]
+    a = VideoLLM.from_pretrained(tmp_path / "whole" / "final").state_dict()
+    b = VideoLLM.from_pretrained(tmp_path / "resumed" / "final").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_gradient_accumulation_matches_the_global_batch(direction_dataset, tmp_path):
+    recipe = direction_recipe(direction_dataset(8), steps=2, batch_size=2, global_batch_size=4)
+    trainer = Trainer(recipe, output_dir=tmp_path / "acc", device="cpu")
+    trainer.fit()
+    assert trainer.accumulation == 2 and trainer.steps_per_epoch == 2
+    bad = direction_recipe(direction_dataset(8), steps=2, batch_size=3, global_batch_size=4)
+    with pytest.raises(RecipeError, match="global_batch_size 4 is not a multiple of batch_size x workers = 3"):
+        Trainer(bad, output_dir=tmp_path / "bad", device="cpu").fit()
+
+
+def test_a_nan_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(direction_dataset, tmp_path, monkeypatch):
+    recipe = direction_recipe(direction_dataset(8), steps=6, save_every=2)
+    trainer = Trainer(recipe, output_dir=tmp_path / "nan", device="cpu")
+    original = trainer.model.language_loss
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        loss = original(*args, **kwargs)
+        return loss * float("nan") if calls["n"] == 5 else loss
+
+    monkeypatch.setattr(trainer.model, "language_loss", poisoned)
+    with pytest.raises(TrainingError) as error:
+        trainer.fit()
+    message = str(error.value)
+    assert "step 5: the loss is not finite" in message and "step-0000004" in message
+    assert (tmp_path / "nan" / "checkpoints" / "step-0000004" / "model" / "model.safetensors").is_file()
+
+
+def test_a_sequence_longer_than_the_context_is_refused_before_the_first_step(direction_dataset, tmp_path):
+    data = tiny_recipe(frames=8)
+    data["data"]["train"] = str(direction_dataset(4))
+    data["model"]["llm"]["config"]["max_position_embeddings"] = 64
+    data["train"].update({"batch_size": 2, "max_steps": 1})
+    with pytest.raises(RecipeError) as error:
+        Trainer(recipe_from_dict(data), output_dir=tmp_path / "long", device="cpu").fit()
+    message = str(error.value)
+    assert "entry 0 needs" in message and "128 visual" in message and "context is 64" in message
+    assert "text_before_video" in message and "answer" in message
