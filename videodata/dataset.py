@@ -14,6 +14,7 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
+from videodata.formats import AnnotationError, load_entries
 from videodata.grounding import DECIMAL, GROUNDING_TASKS, GroundingStyle, grounding_answer
 from videodata.reader import VideoError, open_reader
 from videodata.sampling import frame_indices
@@ -23,10 +24,6 @@ from zoo.prompting import ConversationError, EncodedConversation, encode
 from zoo.schema import RecipeError
 
 
-class AnnotationError(ValueError):
-    """An annotation file or entry that cannot be used; the message names the file and the entry."""
-
-
 @dataclass
 class SkippedSample:
     reason: str
@@ -34,8 +31,6 @@ class SkippedSample:
 
 def load_annotations(path: str | Path) -> list[dict]:
     """A JSON list of entries in the STZoo schema (docs/data_format.md), checked entry by entry."""
-    from videodata.formats import load_entries
-
     return load_entries(path)
 
 

@@ -171,7 +171,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    from videodata.dataset import AnnotationError
+    from videodata.formats import AnnotationError
     from videodata.reader import VideoError
     from zoo.prompting import ConversationError
     from zoo.schema import RecipeError
