@@ -9,6 +9,7 @@ collate function drops and counts.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,11 +35,20 @@ def load_annotations(path: str | Path) -> list[dict]:
     return load_entries(path)
 
 
+def data_path(path: str | Path) -> Path:
+    """A recipe's data path: absolute as given, relative to $STZOO_DATA_ROOT when set, else to the cwd."""
+    path = Path(path).expanduser()
+    if path.is_absolute():
+        return path
+    root = os.environ.get("STZOO_DATA_ROOT")
+    return (Path(root) / path) if root else path
+
+
 def resolve_video(entry: dict, annotation_dir: Path, video_root: str | None) -> Path:
     video = Path(entry["video"])
     if video.is_absolute():
         return video
-    return (Path(video_root) if video_root else annotation_dir) / video
+    return (data_path(video_root) if video_root else annotation_dir) / video
 
 
 class ConversationDataset(Dataset):
@@ -108,9 +118,17 @@ class ConversationDataset(Dataset):
         return VideoSample(self.preprocess(frames), conversation, instruction_ids, details)
 
 
-def build_dataset(recipe, model, annotation_file: str | Path, for_generation: bool = False,
-                  max_samples: int | None = None) -> ConversationDataset:
-    path = Path(annotation_file)
+def build_dataset(recipe, model, annotation_file: str | Path | list, for_generation: bool = False,
+                  max_samples: int | None = None, video_spec=None) -> Dataset:
+    """The encoded samples of one annotation file, or of several concatenated.
+
+    ``video_spec`` replaces the recipe's data.video (evaluation may sample frames differently).
+    """
+    if isinstance(annotation_file, (list, tuple)):
+        parts = [build_dataset(recipe, model, f, for_generation, None, video_spec) for f in annotation_file]
+        combined = ConcatAnnotations(parts)
+        return combined.truncated(max_samples) if max_samples else combined
+    path = data_path(annotation_file)
     entries = load_annotations(path)
     if max_samples:
         entries = entries[:max_samples]
@@ -120,10 +138,11 @@ def build_dataset(recipe, model, annotation_file: str | Path, for_generation: bo
     if style == "auto":
         style = "coordinate_tokens" if codec is not None else "decimal"
     bins = getattr(codec, "bins", 100)
+    video_spec = video_spec or recipe.data.video
     return ConversationDataset(
         entries, path.parent,
-        video_spec=recipe.data.video,
-        preprocess=FramePreprocess.for_encoder(encoder, recipe.data.video.resize),
+        video_spec=video_spec,
+        preprocess=FramePreprocess.for_encoder(encoder, video_spec.resize),
         tokenizer=model.tokenizer,
         template=recipe.prompt,
         instruction_tokenizer=encoder.instruction_tokenizer,
@@ -135,6 +154,43 @@ def build_dataset(recipe, model, annotation_file: str | Path, for_generation: bo
         codec=codec,
         grounding_style=GroundingStyle(style, bins),
     )
+
+
+class ConcatAnnotations(Dataset):
+    """Several annotation files as one dataset; ``entries`` and ``encode_text`` span all of them."""
+
+    def __init__(self, parts: list[ConversationDataset]):
+        self.parts = parts
+        self.offsets = [0]
+        for part in parts:
+            self.offsets.append(self.offsets[-1] + len(part))
+        self.source = " + ".join(p.source for p in parts)
+        self.limit = self.offsets[-1]
+
+    @property
+    def entries(self) -> list[dict]:
+        return [e for p in self.parts for e in p.entries][: self.limit]
+
+    def truncated(self, count: int) -> "ConcatAnnotations":
+        self.limit = min(count, self.offsets[-1])
+        return self
+
+    def __len__(self) -> int:
+        return self.limit
+
+    def _locate(self, index: int) -> tuple[ConversationDataset, int]:
+        for part, start, end in zip(self.parts, self.offsets, self.offsets[1:]):
+            if index < end:
+                return part, index - start
+        raise IndexError(index)
+
+    def encode_text(self, index: int):
+        part, local = self._locate(index)
+        return part.encode_text(local)
+
+    def __getitem__(self, index: int):
+        part, local = self._locate(index)
+        return part[local]
 
 
 class SkippingCollate:
@@ -159,18 +215,23 @@ def ensure_synthetic_suite(recipe, progress: bool = True) -> None:
     spec = recipe.data.synthetic
     if spec is None:
         return
-    wanted = [recipe.data.train, *recipe.data.eval.values()]
-    if all(p and Path(p).exists() for p in wanted if p):
+    train = recipe.data.train if isinstance(recipe.data.train, list) else [recipe.data.train]
+    wanted = [data_path(p) for p in [*train, *recipe.data.eval.values()] if p]
+    for stage in recipe.train.stages:
+        stage_train = stage.set.get("data.train")
+        wanted += [data_path(p) for p in (stage_train if isinstance(stage_train, list) else [stage_train]) if p]
+    if all(p.exists() for p in wanted):
         return
     from videodata.synth import generate_suite
 
-    manifest = Path(spec.out) / "manifest.json"
+    out = data_path(spec.out)
+    manifest = out / "manifest.json"
     if manifest.exists():
         existing = json.loads(manifest.read_text())
         if existing.get("seed") != spec.seed:
-            raise RecipeError(f"data.synthetic.out: {spec.out} holds a suite of seed {existing.get('seed')}, not {spec.seed}; choose another out directory")
-    generate_suite(spec.out, seed=spec.seed, videos=spec.videos)
-    missing = [p for p in wanted if p and not Path(p).exists()]
+            raise RecipeError(f"data.synthetic.out: {out} holds a suite of seed {existing.get('seed')}, not {spec.seed}; choose another out directory")
+    generate_suite(out, seed=spec.seed, videos=spec.videos)
+    missing = [p for p in wanted if not p.exists()]
     if missing:
         raise RecipeError(f"data: the synthetic suite in {spec.out} has no {missing[0]}; check data.train / data.eval paths")
 

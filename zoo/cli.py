@@ -4,6 +4,7 @@
     stzoo resolve RECIPE [--set k=v ...]            the resolved recipe as YAML
     stzoo build RECIPE [--set k=v ...] [--meta] [--json]
     stzoo train RECIPE [--set k=v ...] [--output DIR] [--resume CHECKPOINT]
+    stzoo eval MODEL --benchmark FILE [--out DIR]   metrics of a model on a benchmark
     stzoo generate MODEL --video V --prompt P       stream a model's answer about a video
     stzoo data probe VIDEO [--reader decord|pyav]
     stzoo data synth --out DIR [--seed S] [--videos N]
@@ -102,6 +103,23 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    from pathlib import Path
+
+    from evals.scoring import flatten_metrics
+    from zoo.evaluation import evaluate
+    from zoo.inference import load_model
+
+    model = load_model(args.model, args.device)
+    out = Path(args.out) if args.out else None
+    results = evaluate(model, args.benchmark, out_dir=out, max_samples=args.max_samples, progress=True)
+    for key, value in flatten_metrics(results).items():
+        print(f"{key:<48} {value:.2f}")
+    if out:
+        print(f"results: {out / 'results.json'}  predictions: {out / 'predictions.jsonl'}")
+    return 0
+
+
 def cmd_data_probe(args) -> int:
     from videodata.reader import VideoError, open_reader
 
@@ -156,6 +174,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--device", default=None)
     p.set_defaults(run=cmd_generate)
+
+    p = commands.add_parser("eval", help="evaluate a model on a benchmark annotation file")
+    p.add_argument("model", help="a checkpoint directory or an MLflow run (runs:/ID)")
+    p.add_argument("--benchmark", required=True, help="an annotation file in the STZoo schema")
+    p.add_argument("--out", help="directory for results.json and predictions.jsonl")
+    p.add_argument("--max-samples", type=int)
+    p.add_argument("--device", default=None)
+    p.set_defaults(run=cmd_eval)
 
     data = commands.add_parser("data", help="video data tools").add_subparsers(dest="data_command", required=True)
     p = data.add_parser("probe", help="what the reader sees in a video, or the error a run would get")

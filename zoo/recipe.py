@@ -62,7 +62,9 @@ class SyntheticSpec:
 @dataclass
 class DataSpec:
     video: VideoSpec = field(default_factory=VideoSpec)
-    train: str | None = None  # LLaVA/VideoChat2 conversation JSON
+    # Annotation files (STZoo schema, docs/data_format.md); several are concatenated. Relative paths
+    # resolve against $STZOO_DATA_ROOT when set (a Ray job runs in a temporary copy of the repo), else the cwd.
+    train: str | list[str] | None = None
     eval: dict[str, str] = field(default_factory=dict)  # benchmark name -> annotation file
     video_root: str | None = None  # joined to relative video paths of the annotations
     synthetic: SyntheticSpec | None = None
@@ -136,6 +138,9 @@ class ScalingSpec:
     cpus_per_worker: float = bounded(1.0, gt=0)
     strategy: Literal["ddp", "deepspeed"] = "ddp"
     deepspeed_config: str | None = None  # a JSON file; "auto" fields are filled from the recipe
+    find_unused_parameters: bool = False  # DDP: set when some trainable parameters get no gradient in a step
+    max_failures: int = bounded(2, ge=-1)  # worker-group restarts from the last checkpoint before the job fails (-1: no limit)
+    storage_path: str | None = None  # Ray Train storage (shared on a cluster); default $STZOO_HOME/ray_results
 
 
 @dataclass

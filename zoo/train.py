@@ -3,14 +3,16 @@ bf16 autocast on GPU and fp32 on CPU, seeded, resumable, with a progress bar.
 
 The same loop runs in one process (``stzoo train``) and inside every Ray Train worker;
 what differs there (DDP / DeepSpeed wrapping, rank, reporting checkpoints) comes in
-through ``Engine`` and the loggers, not through branches in the loop.
+through the engine (zoo.engines), the loggers and ``on_checkpoint``, not through branches in the loop.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import random
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +24,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from videodata.dataset import SkippingCollate, build_dataset, ensure_synthetic_suite, instruction_pad_id
 from zoo.batch import VideoBatch
+from zoo.engines import DDPEngine, DeepSpeedEngine, PlainEngine, fill_deepspeed_config
 from zoo.model import VideoLLM, build_model
 from zoo.recipe import Recipe
 from zoo.schema import RecipeError
@@ -74,53 +77,6 @@ class TrainState:
     history: list[dict] = field(default_factory=list)
 
 
-class Engine:
-    """How a step is executed: plain PyTorch here; the Ray job swaps in DDP or DeepSpeed."""
-
-    def __init__(self, model: VideoLLM, optimizer, scheduler, precision: str, grad_clip: float | None):
-        self.model = model
-        self.optimizer = optimizer
-        self.scheduler = scheduler
-        self.grad_clip = grad_clip
-        self.device = model.device
-        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-        self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
-
-    @property
-    def module(self) -> VideoLLM:
-        return self.model
-
-    def forward(self, batch: VideoBatch):
-        if self.autocast_dtype is None:
-            return self.model(batch)
-        with torch.autocast(self.device.type, dtype=self.autocast_dtype):
-            return self.model(batch)
-
-    def backward(self, loss: torch.Tensor) -> None:
-        (self.scaler.scale(loss) if self.scaler else loss).backward()
-
-    def step(self) -> float:
-        if self.scaler:
-            self.scaler.unscale_(self.optimizer)
-        params = [p for p in self.module.parameters() if p.requires_grad]
-        norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip if self.grad_clip else float("inf"))
-        if self.scaler:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
-        return float(norm)
-
-    def state_dict(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-
-
 def make_optimizer(model: VideoLLM, spec) -> torch.optim.Optimizer:
     decay, no_decay = [], []
     for name, param in model.named_parameters():
@@ -153,7 +109,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 class Trainer:
     def __init__(self, recipe: Recipe, model: VideoLLM | None = None, *, device=None, rank: int = 0,
                  world_size: int = 1, loggers: tuple = (), output_dir: str | Path | None = None,
-                 engine_factory=None, progress: bool | None = None):
+                 progress: bool | None = None, on_checkpoint=None):
         self.recipe = recipe
         self.rank, self.world_size = rank, world_size
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -163,7 +119,7 @@ class Trainer:
         seed_everything(recipe.train.seed + rank)
         self.model = model or build_model(recipe)
         self.model.to(self.device)
-        self.engine_factory = engine_factory or Engine
+        self.on_checkpoint = on_checkpoint  # (directory, metrics, final) after each checkpoint, on every rank
         self.state = TrainState()
 
     # --- set-up -------------------------------------------------------------------------
@@ -199,8 +155,24 @@ class Trainer:
         warmup = round(recipe.train.warmup_ratio * self.total_steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(recipe.train.schedule, warmup, self.total_steps))
         precision = resolve_precision(recipe.train.precision, self.device)
-        self.engine = self.engine_factory(self.model, optimizer, scheduler, precision, recipe.train.grad_clip)
+        self.engine = self.make_engine(optimizer, scheduler, precision)
         self.check_context()
+
+    def make_engine(self, optimizer, scheduler, precision: str):
+        scaling = self.recipe.scaling
+        if scaling.strategy == "deepspeed":
+            if not scaling.deepspeed_config:
+                raise RecipeError(f"{self.recipe.source}: scaling.strategy is deepspeed but scaling.deepspeed_config is not set")
+            config = fill_deepspeed_config(
+                scaling.deepspeed_config, micro_batch=self.recipe.train.batch_size, accumulation=self.accumulation,
+                world_size=self.world_size, precision=precision, grad_clip=self.recipe.train.grad_clip,
+                hidden_size=self.model.llm.hidden_size,
+            )
+            return DeepSpeedEngine(self.model, optimizer, scheduler, config)
+        if self.world_size > 1:
+            return DDPEngine(self.model, optimizer, scheduler, precision, self.recipe.train.grad_clip,
+                             find_unused_parameters=scaling.find_unused_parameters)
+        return PlainEngine(self.model, optimizer, scheduler, precision, self.recipe.train.grad_clip)
 
     def loader(self) -> DataLoader:
         self.order.epoch = self.state.epoch
@@ -248,12 +220,16 @@ class Trainer:
             self.state.step += 1
             self._log(metrics, bar)
             if self.recipe.train.save_every and self.state.step % self.recipe.train.save_every == 0:
-                self.save_checkpoint(self.output_dir / "checkpoints" / f"step-{self.state.step:07d}")
+                self.save_checkpoint(self.checkpoint_dir(), metrics)
         if bar is not None:
             bar.close()
+        final = self.save_checkpoint(self.checkpoint_dir(), self.state.history[-1] if self.state.history else {}, final=True)
         if self.rank == 0:
-            self.model.save_pretrained(self.output_dir / "final")
+            publish_model(final / "model", self.output_dir / "final")
         return self.state
+
+    def checkpoint_dir(self) -> Path:
+        return self.output_dir / "checkpoints" / f"step-{self.state.step:07d}"
 
     def _batches(self) -> Iterator[VideoBatch]:
         """Micro-batches forever, epoch after epoch, tracking where a resumed run must start."""
@@ -271,17 +247,17 @@ class Trainer:
     def train_step(self, micro_batches: list[VideoBatch]) -> dict[str, float]:
         sums: dict[str, float] = {}
         tokens = 0
-        for batch in micro_batches:
-            output = self.engine.forward(batch)
-            loss = output.loss / len(micro_batches)
+        count = len(micro_batches)
+        for index, batch in enumerate(micro_batches):
+            output = self.engine.forward(batch, index, count)
             if not torch.isfinite(output.loss):
                 self._stop_on_bad_loss(output)
-            self.engine.backward(loss)
+            self.engine.backward(output.loss, index, count)
             for name, value in output.losses.items():
                 sums[name] = sums.get(name, 0.0) + float(value.detach()) / len(micro_batches)
             sums["loss"] = sums.get("loss", 0.0) + float(output.loss.detach()) / len(micro_batches)
             tokens += int(output.sequence.attention_mask.sum())
-        sums["lr"] = self.engine.scheduler.get_last_lr()[0]  # the rate this step used
+        sums["lr"] = self.engine.last_lr()  # the rate this step used
         sums["grad_norm"] = self.engine.step()
         sums["tokens"] = tokens * self.world_size
         return sums
@@ -319,31 +295,75 @@ class Trainer:
 
     # --- checkpoints --------------------------------------------------------------------
 
-    def save_checkpoint(self, directory: Path) -> Path:
-        """Model (save_pretrained form) plus optimizer, scheduler, data position and RNG state."""
-        if self.rank == 0:
-            self.model.save_pretrained(directory / "model")
-            state = {
-                "engine": self.engine.state_dict(),
-                "step": self.state.step, "epoch": self.state.epoch, "batches_in_epoch": self.state.batches_in_epoch,
-                "skipped_samples": self.state.skipped_samples, "rng": torch.get_rng_state(),
-            }
-            staging = directory / "trainer_state.pt.partial"
-            torch.save(state, staging)
-            staging.replace(directory / "trainer_state.pt")
+    def save_checkpoint(self, directory: Path, metrics: dict | None = None, final: bool = False) -> Path:
+        """Model (save_pretrained form), optimizer, schedule, data position and every rank's RNG state.
+
+        Written to a staging name and renamed, so a failure while writing (a full disk) leaves
+        the previous checkpoint as the latest complete one.
+        """
+        rng = gather_rng_states(self.world_size)
+        staging = directory.with_name(directory.name + ".partial")
+        self.engine.save_extra(staging)
+        with self.engine.consolidated():
+            if self.rank == 0:
+                self.model.save_pretrained(staging / "model")
+                state = {
+                    "engine": self.engine.state_dict(),
+                    "step": self.state.step, "epoch": self.state.epoch, "batches_in_epoch": self.state.batches_in_epoch,
+                    "skipped_samples": self.state.skipped_samples, "rng": rng,
+                }
+                torch.save(state, staging / "trainer_state.pt")
+        if staging.exists():  # rank 0 always; other ranks when their engine wrote shards (DeepSpeed)
+            if directory.exists():
+                shutil.rmtree(directory)
+            staging.replace(directory)
+        barrier(self.world_size)
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(directory if directory.exists() else None, metrics or {}, final)
         return directory
 
     def resume(self, directory: Path) -> None:
         """Continue from ``save_checkpoint(directory)``: weights, optimizer, schedule, data order and RNG."""
         from safetensors.torch import load_model
 
+        directory = Path(directory)
+        if not (directory / "trainer_state.pt").is_file():
+            raise RecipeError(f"--resume {directory}: not a checkpoint of a training run (no trainer_state.pt)")
         self.prepare()
         load_model(self.model, str(directory / "model" / "model.safetensors"), strict=True, device=str(self.device))
-        state = torch.load(directory / "trainer_state.pt", map_location=self.device, weights_only=True)
+        self.engine.load_extra(directory)
+        state = torch.load(directory / "trainer_state.pt", map_location="cpu", weights_only=True)
         self.engine.load_state_dict(state["engine"])
         self.state.step, self.state.epoch = state["step"], state["epoch"]
         self.state.batches_in_epoch, self.state.skipped_samples = state["batches_in_epoch"], state["skipped_samples"]
-        torch.set_rng_state(state["rng"].cpu())
+        rng = state["rng"]
+        torch.set_rng_state(rng[self.rank if self.rank < len(rng) else 0].cpu())
+
+
+def gather_rng_states(world_size: int) -> list[torch.Tensor]:
+    """Every rank's CPU RNG state (ranks draw differently: masking, dropout), gathered on all ranks."""
+    state = torch.get_rng_state()
+    if world_size == 1 or not torch.distributed.is_initialized():
+        return [state]
+    gathered: list = [None] * world_size
+    torch.distributed.all_gather_object(gathered, state)
+    return gathered
+
+
+def barrier(world_size: int) -> None:
+    if world_size > 1 and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+def publish_model(model_dir: Path, final_dir: Path) -> None:
+    """The final model at output/final: hard links to the checkpoint's files (no second copy on disk)."""
+    if final_dir.exists():
+        shutil.rmtree(final_dir)
+    try:
+        shutil.copytree(model_dir, final_dir, copy_function=os.link)
+    except OSError:  # another filesystem: copy instead
+        shutil.rmtree(final_dir, ignore_errors=True)
+        shutil.copytree(model_dir, final_dir)
 
 
 def _seed_worker(worker_id: int) -> None:
