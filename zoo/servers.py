@@ -29,6 +29,7 @@ class LocalServers:
     mlflow_url: str | None = None
     ray_address: str | None = None  # the GCS address, host:port
     dashboard_url: str | None = None  # for `ray job submit --address`
+    ray_pids: list[int] | None = None  # the head's processes (workers are their descendants)
 
     @property
     def state_file(self) -> Path:
@@ -99,7 +100,7 @@ def start_mlflow(servers: LocalServers, port: int | None = None) -> None:
 def start_ray(servers: LocalServers, num_cpus: int | None = None, env: dict | None = None) -> None:
     """`ray start --head` on 127.0.0.1; jobs inherit ``env`` (tracking URI, data root)."""
     gcs_port, dashboard_port, client_port = free_port(), free_port(), free_port()
-    temp_dir = Path(servers.home) / "ray"
+    temp_dir = ray_temp_dir(servers)
     temp_dir.mkdir(parents=True, exist_ok=True)
     command = [
         str(Path(sys.executable).parent / "ray"), "start", "--head", f"--node-ip-address={LOOPBACK}",
@@ -114,16 +115,71 @@ def start_ray(servers: LocalServers, num_cpus: int | None = None, env: dict | No
         raise RuntimeError(f"ray start failed: {result.stderr.strip().splitlines()[-1] if result.stderr.strip() else result.stdout[-300:]}")
     servers.ray_address = f"{LOOPBACK}:{gcs_port}"
     servers.dashboard_url = f"http://{LOOPBACK}:{dashboard_port}"
+    servers.ray_pids = sorted(processes_using(temp_dir.resolve()))
     servers.save()
     wait_until(lambda: http_ok(f"{servers.dashboard_url}/api/version"), 90, "the Ray dashboard")
 
 
-def stop_ray(servers: LocalServers) -> None:
+def ray_temp_dir(servers: LocalServers) -> Path:
+    """A short path of its own: Ray puts Unix sockets under it, and those paths may not exceed 107 bytes."""
+    import hashlib
+    import tempfile
+
+    digest = hashlib.sha1(str(Path(servers.home).resolve()).encode()).hexdigest()[:10]
+    return Path(tempfile.gettempdir()) / f"stzoo-ray-{digest}"
+
+
+def processes_using(temp_dir: Path) -> set[int]:
+    """PIDs of the processes whose command line names this Ray head's temp dir (gcs_server, raylet, dashboard...)."""
+    import psutil
+
+    marker = str(temp_dir)
+    found = set()
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        if any(marker in part for part in (process.info.get("cmdline") or [])):
+            found.add(process.info["pid"])
+    return found
+
+
+def ray_tree(servers: LocalServers) -> set[int]:
+    """The head's processes and all their descendants (workers, actors, job drivers) that are alive."""
+    import psutil
+
+    pids = set()
+    for pid in servers.ray_pids or []:
+        try:
+            process = psutil.Process(pid)
+            pids |= {pid} | {child.pid for child in process.children(recursive=True)}
+        except psutil.NoSuchProcess:
+            continue
+    return pids
+
+
+def stop_ray(servers: LocalServers, timeout: float = 20) -> None:
+    """Stop this head by PID (not `ray stop`, which would stop every Ray cluster on the machine)."""
+    import psutil
+
     if servers.ray_address is None:
         return
-    subprocess.run([str(Path(sys.executable).parent / "ray"), "stop", "--force"], env=venv_environment(),
-                   capture_output=True, timeout=120)
-    servers.ray_address = servers.dashboard_url = None
+    processes = []
+    for pid in ray_tree(servers) | processes_using(ray_temp_dir(servers).resolve()):
+        try:
+            processes.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            pass
+    for process in processes:
+        try:
+            process.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(processes, timeout=timeout)
+    for process in alive:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=5)
+    servers.ray_address = servers.dashboard_url = servers.ray_pids = None
     servers.save()
 
 
@@ -185,21 +241,9 @@ def is_loopback(address: str) -> bool:
     return address.startswith("127.") or address in ("::1", "::ffff:127.0.0.1") or address.startswith("::ffff:127.")
 
 
-def ray_pids() -> set[int]:
-    import psutil
-
-    names = ("gcs_server", "raylet", "ray::", "dashboard", "log_monitor", "monitor.py", "ray.util.client", "runtime_env")
-    pids = set()
-    for process in psutil.process_iter(["pid", "name", "cmdline"]):
-        text = " ".join(process.info.get("cmdline") or []) + " " + (process.info.get("name") or "")
-        if any(name in text for name in names):
-            pids.add(process.info["pid"])
-    return pids
-
-
 def exposed_sockets(servers: LocalServers) -> list[tuple[str, int, int | None, str]]:
     """Listening sockets of our servers that are not on loopback (should be none)."""
-    pids = ray_pids()
+    pids = ray_tree(servers)
     if servers.mlflow_pid:
         pids.add(servers.mlflow_pid)
     return [s for s in listening_sockets(pids) if not is_loopback(s[0])]

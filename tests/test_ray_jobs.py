@@ -1,0 +1,211 @@
+"""The main path: `ray job submit` a recipe to a loopback Ray head, tracked by a loopback MLflow server.
+
+The servers are started once for this module and stopped by PID at the end. Jobs train a
+tiny model on real mp4 files (which way a square moves) with two DDP workers on gloo.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from tests.conftest import REPO, moving_square_frames, tiny_recipe
+from videodata.writer import write_video
+from zoo import servers as local
+
+pytestmark = pytest.mark.slow
+
+
+def write_direction_task(root: Path, train: int = 24, test: int = 8) -> tuple[Path, Path]:
+    entries, tests = [], []
+    for i in range(train + test):
+        direction = "left" if i % 2 else "right"
+        write_video(root / "videos" / f"{i:03d}.mp4", moving_square_frames(direction, frames=8, seed=i), fps=8)
+        question = "<video>\nWhich way does the square move? (A) left (B) right"
+        entry = {"id": f"v{i}", "video": f"videos/{i:03d}.mp4", "meta": {},
+                 "conversations": [{"from": "human", "value": question}, {"from": "gpt", "value": direction}]}
+        if i < train:
+            entries.append({**entry, "task": "conversation", "split": "train"})
+        else:
+            tests.append({**entry, "task": "multiple_choice", "split": "test", "candidates": ["left", "right"],
+                          "answer": direction, "answer_letter": "A" if direction == "left" else "B", "task_type": "direction"})
+    (root / "train.json").write_text(json.dumps(entries))
+    (root / "test.json").write_text(json.dumps(tests))
+    return root / "train.json", root / "test.json"
+
+
+def write_recipe(root: Path, train_file: Path, test_file: Path, steps: int, save_every: int) -> Path:
+    data = tiny_recipe(frames=8)
+    data["name"] = "ray_direction"
+    data["prompt"] = {"system": ""}
+    data["data"].update({"train": str(train_file), "eval": {"direction": str(test_file)}})
+    data["train"].update({"max_steps": steps, "batch_size": 2, "save_every": save_every, "log_every": 1, "seed": 3})
+    data["eval"] = {"max_new_tokens": 4}
+    data["scaling"] = {"num_workers": 2, "cpus_per_worker": 1, "max_failures": 3}
+    data["tracking"] = {"experiment": "ray-jobs-test"}
+    path = root / f"recipe_{steps}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    home = tmp_path_factory.mktemp("stzoo_home")
+    servers = local.LocalServers(home=str(home))
+    try:
+        local.start_mlflow(servers)
+        local.start_ray(servers, num_cpus=2, env={"MLFLOW_TRACKING_URI": servers.mlflow_url, "HF_HUB_OFFLINE": "1",
+                                                  "STZOO_HOME": str(home)})
+        yield servers
+    finally:
+        started = set(local.ray_tree(servers)) | ({servers.mlflow_pid} if servers.mlflow_pid else set())
+        local.stop_ray(servers)
+        local.stop_mlflow(servers)
+        assert not [pid for pid in started if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+
+
+@pytest.fixture(scope="module")
+def task(tmp_path_factory):
+    root = tmp_path_factory.mktemp("direction")
+    train_file, test_file = write_direction_task(root)
+    return root, train_file, test_file
+
+
+def submit(cluster, recipe: Path, run_name: str, wait: bool = True) -> subprocess.CompletedProcess | str:
+    command = [str(Path(local.venv_environment()["PATH"].split(":")[0]) / "ray"), "job", "submit",
+               "--address", cluster.dashboard_url, "--working-dir", str(REPO)]
+    if not wait:
+        command.append("--no-wait")
+    command += ["--", "python", "-m", "ray_jobs.train", str(recipe), "--run-name", run_name]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900, env=local.venv_environment())
+    if wait:
+        return result
+    return re.search(r"raysubmit_[A-Za-z0-9]+", result.stdout).group(0)
+
+
+def job_client(cluster):
+    from ray.job_submission import JobSubmissionClient
+
+    return JobSubmissionClient(cluster.dashboard_url)
+
+
+def wait_for_job(cluster, job_id: str, timeout: float = 600) -> str:
+    client = job_client(cluster)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        status = str(client.get_job_status(job_id))
+        if status.split(".")[-1] in ("SUCCEEDED", "FAILED", "STOPPED"):
+            return status.split(".")[-1]
+        time.sleep(1)
+    raise TimeoutError(job_id)
+
+
+def mlflow_run(cluster, run_name: str):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(cluster.mlflow_url)
+    experiment = client.get_experiment_by_name("ray-jobs-test")
+    if experiment is None:
+        return client, None
+    runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.`stzoo.run_name` = '{run_name}'")
+    return client, (runs[0] if runs else None)
+
+
+def logged_steps(cluster, run_name: str) -> int:
+    client, run = mlflow_run(cluster, run_name)
+    return 0 if run is None else len(client.get_metric_history(run.info.run_id, "loss"))
+
+
+def final_loss(client, run) -> float:
+    history = client.get_metric_history(run.info.run_id, "loss")
+    last = max(p.step for p in history)
+    return [p.value for p in history if p.step == last][-1]
+
+
+def wait_for_steps(cluster, run_name: str, steps: int, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while logged_steps(cluster, run_name) < steps:
+        if time.time() > deadline:
+            raise TimeoutError(f"{run_name} did not reach step {steps}")
+        time.sleep(0.1)
+
+
+def test_servers_listen_on_loopback_only(cluster):
+    assert local.exposed_sockets(cluster) == []
+    listening = local.listening_sockets(local.ray_tree(cluster) | {cluster.mlflow_pid})
+    assert len(listening) >= 4 and all(local.is_loopback(address) for address, *_ in listening)
+
+
+def test_a_submitted_recipe_is_tracked_in_mlflow(cluster, task):
+    root, train_file, test_file = task
+    recipe = write_recipe(root, train_file, test_file, steps=8, save_every=4)
+    result = submit(cluster, recipe, "uninterrupted")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "step 8/8 loss" in result.stdout and "eta" in result.stdout  # the job log shows progress
+    client, run = mlflow_run(cluster, "uninterrupted")
+    assert run.info.status == "FINISHED"
+    assert run.data.params["model.encoder.name"] == "clip" and run.data.params["train.max_steps"] == "8"
+    tags = run.data.tags
+    assert (tags["component.compressor"], tags["component.mask"], tags["component.llm"], tags["component.tuning"]) == (
+        "all_tokens", "causal", "llama", "full")
+    assert [p.step for p in client.get_metric_history(run.info.run_id, "loss")] == list(range(1, 9))
+    assert "direction.multiple_choice.accuracy" in run.data.metrics and "lr" in run.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"model", "eval", "plots", "recipe.yaml"} <= artifacts
+    model_files = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
+    assert "model/model.safetensors" in model_files and "model/recipe.yaml" in model_files
+
+    import mlflow
+
+    from zoo.model import VideoLLM
+
+    mlflow.set_tracking_uri(cluster.mlflow_url)
+    local_copy = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="model")
+    assert VideoLLM.from_pretrained(local_copy).recipe.name == "ray_direction"
+
+
+def test_a_killed_worker_resumes_from_its_checkpoint_with_the_same_result(cluster, task):
+    root, train_file, test_file = task
+    recipe = write_recipe(root, train_file, test_file, steps=40, save_every=5)
+    reference = submit(cluster, recipe, "reference-40")
+    assert reference.returncode == 0, reference.stderr[-2000:]
+
+    job_id = submit(cluster, recipe, "killed-40", wait=False)
+    wait_for_steps(cluster, "killed-40", 12)
+    workers = [p for p in psutil.process_iter(["name", "cmdline"])
+               if "RayTrainWorker" in " ".join(p.info.get("cmdline") or []) + (p.info.get("name") or "")]
+    assert workers, "no Ray Train worker process found"
+    workers[-1].kill()
+    assert wait_for_job(cluster, job_id) == "SUCCEEDED"
+    logs = job_client(cluster).get_job_logs(job_id)
+    assert "resuming from" in logs
+
+    client, killed = mlflow_run(cluster, "killed-40")
+    _, uninterrupted = mlflow_run(cluster, "reference-40")
+    assert final_loss(client, killed) == final_loss(client, uninterrupted)
+    assert killed.data.metrics["direction.multiple_choice.accuracy"] == uninterrupted.data.metrics["direction.multiple_choice.accuracy"]
+
+
+def test_a_stopped_and_resubmitted_job_continues_its_run(cluster, task):
+    root, train_file, test_file = task
+    recipe = write_recipe(root, train_file, test_file, steps=40, save_every=5)
+    job_id = submit(cluster, recipe, "resubmitted-40", wait=False)
+    wait_for_steps(cluster, "resubmitted-40", 12)
+    job_client(cluster).stop_job(job_id)
+    assert wait_for_job(cluster, job_id) == "STOPPED"
+    _, first = mlflow_run(cluster, "resubmitted-40")
+
+    again = submit(cluster, recipe, "resubmitted-40")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "continued" in again.stdout and "resuming from" in again.stdout
+    client, run = mlflow_run(cluster, "resubmitted-40")
+    assert run.info.run_id == first.info.run_id and run.info.status == "FINISHED"
+    _, uninterrupted = mlflow_run(cluster, "reference-40")
+    assert final_loss(client, run) == final_loss(client, uninterrupted)
