@@ -84,7 +84,9 @@ def worker_loop(config: dict) -> None:
         stage = StageSpec(**config["stage"])
         handoff = Path(config["handoff"]) if config.get("handoff") else None
         model = build_stage_model(recipe, stage, handoff)
-    output = Path(tempfile.mkdtemp(prefix=f"stzoo-{recipe.name}-rank{rank}-"))
+    # Local scratch for this attempt; ray.train.report has copied each checkpoint to storage when it returns.
+    scratch = tempfile.TemporaryDirectory(prefix=f"stzoo-{recipe.name}-rank{rank}-")
+    output = Path(scratch.name)
     metrics_sink = monitor = None
     loggers: list = []
 
@@ -97,7 +99,8 @@ def worker_loop(config: dict) -> None:
                       progress=False, on_checkpoint=on_checkpoint)
     if rank == 0:
         loggers.append(JobLog(recipe.name, lambda: getattr(trainer, "total_steps", 0)))
-        metrics_sink = tracking.MLflowMetrics(config["tracking_uri"], config["run_id"], output / "unsent_metrics.jsonl")
+        unsent = tracking.stzoo_home() / "unsent_metrics" / f"{config['run_id']}.jsonl"  # outlives the scratch dir
+        metrics_sink = tracking.MLflowMetrics(config["tracking_uri"], config["run_id"], unsent)
         loggers.append(metrics_sink)
         monitor = start_system_metrics(config["tracking_uri"], config["run_id"])
     trainer.loggers = loggers
@@ -114,6 +117,7 @@ def worker_loop(config: dict) -> None:
             metrics_sink.close()
         if monitor is not None:
             monitor.finish()
+        scratch.cleanup()
 
 
 def start_system_metrics(uri: str, run_id: str):

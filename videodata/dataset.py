@@ -222,7 +222,7 @@ def ensure_synthetic_suite(recipe, progress: bool = True) -> None:
         wanted += [data_path(p) for p in (stage_train if isinstance(stage_train, list) else [stage_train]) if p]
     if all(p.exists() for p in wanted):
         return
-    from videodata.synth import generate_suite
+    from videodata.action_scene import generate_suite
 
     out = data_path(spec.out)
     manifest = out / "manifest.json"

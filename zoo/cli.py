@@ -133,7 +133,7 @@ def cmd_data_probe(args) -> int:
 
 
 def cmd_data_synth(args) -> int:
-    from videodata.synth import generate_suite
+    from videodata.action_scene import generate_suite
 
     started = time.perf_counter()
     manifest = generate_suite(args.out, seed=args.seed, videos=args.videos)

@@ -1,0 +1,128 @@
+"""The synthetic action-scene suite: real videos both readers open, schema-valid annotations, the configured bias."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO
+from videodata.action_scene import SuiteOptions, generate_suite
+from videodata.action_scene.render import position, random_actor, render
+from videodata.action_scene.vocabulary import ACTIONS, SCENES, USUAL_ACTION
+from videodata.formats import load_entries
+from videodata.reader import open_reader
+
+FILES = ("train.json", "train_grounding.json", "test_binary.json", "test_open.json", "test_mc.json", "test_grounding.json")
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    out = tmp_path_factory.mktemp("suite")
+    result = subprocess.run([sys.executable, "-m", "zoo.cli", "data", "synth", "--out", str(out), "--seed", "0",
+                             "--videos", "120"], capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_videos_open_with_decord_and_pyav(suite):
+    manifest = json.loads((suite / "manifest.json").read_text())
+    videos = sorted((suite / "videos").rglob("*.mp4"))
+    assert len(videos) == 120
+    frames = manifest["options"]["fps"] * manifest["options"]["seconds"]
+    for video in videos[::7]:
+        for backend in ("decord", "pyav"):
+            info = open_reader(backend).info(video)
+            assert (info.frames, info.width, info.height) == (frames, 96, 96), (video, backend)
+        a = open_reader("decord").read(video, [0, 12])
+        b = open_reader("pyav").read(video, [0, 12])
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 2
+
+
+def test_every_annotation_passes_the_schema_and_points_at_a_video(suite):
+    for name in FILES:
+        entries = load_entries(suite / name)  # validates every entry (docs/data_format.md)
+        assert entries, name
+        assert all((suite / entry["video"]).is_file() for entry in entries)
+    binary = load_entries(suite / "test_binary.json")
+    pairs = {}
+    for entry in binary:
+        pairs.setdefault(entry["pair_id"], []).append(entry["answer"])
+    assert all(sorted(answers) == ["no", "yes"] for answers in pairs.values())  # dual validation pairs
+    per_video = {}
+    for entry in binary:
+        per_video.setdefault(entry["video"], []).append(entry)
+    for entries in per_video.values():
+        assert len(entries) == (2 if entries[0]["split"] == "scene_only" else 4)
+
+
+def test_split_statistics_match_the_configured_bias(tmp_path):
+    options = SuiteOptions(train_share=1.0, usual_bias=0.8, train_scene_only_share=0.1, height=32, width=32, seconds=0.5)
+    manifest = generate_suite(tmp_path, seed=3, videos=400, options=options)
+    with_actor = 400 - manifest["train_scene_only"]
+    # Binomial standard errors: 4 sigma bounds, so the test fails only if the sampling is wrong.
+    assert abs(manifest["train_usual_share"] - 0.8) < 4 * math.sqrt(0.8 * 0.2 / with_actor)
+    assert abs(manifest["train_scene_only"] / 400 - 0.1) < 4 * math.sqrt(0.1 * 0.9 / 400)
+    test = generate_suite(tmp_path / "t", seed=3, videos=30, options=SuiteOptions(train_share=0.0, height=32, width=32, seconds=0.5))
+    assert test["splits"] == {"train": 0, "usual": 10, "unusual": 10, "scene_only": 10}
+
+
+def test_test_splits_are_what_they_claim(suite):
+    for entry in load_entries(suite / "test_open.json"):
+        action, scene = entry["meta"]["action"], entry["meta"]["scene"]
+        if entry["split"] == "usual":
+            assert ACTIONS[action]["usual_scene"] == scene
+        elif entry["split"] == "unusual":
+            assert action is not None and ACTIONS[action]["usual_scene"] != scene
+        else:
+            assert action is None
+    # The hallucination label of an unusual video is the usual action of its scene.
+    for entry in load_entries(suite / "test_binary.json"):
+        if entry["split"] == "unusual" and entry["question_type"] == "action" and entry["answer"] == "no":
+            assert entry["label"] == USUAL_ACTION[entry["meta"]["scene"]]
+
+
+def test_same_seed_same_files_and_frames(tmp_path):
+    options = SuiteOptions(height=32, width=32, seconds=1.0)
+    generate_suite(tmp_path / "a", seed=5, videos=12, options=options)
+    generate_suite(tmp_path / "b", seed=5, videos=12, options=SuiteOptions(height=32, width=32, seconds=1.0, workers=2))
+    generate_suite(tmp_path / "c", seed=6, videos=12, options=options)
+    digest = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()  # noqa: E731
+    for name in FILES:
+        assert digest(tmp_path / "a" / name) == digest(tmp_path / "b" / name)
+    assert digest(tmp_path / "a" / "test_binary.json") != digest(tmp_path / "c" / "test_binary.json")
+    reader = open_reader("decord")
+    for video in sorted((tmp_path / "a" / "videos").rglob("*.mp4")):
+        twin = tmp_path / "b" / video.relative_to(tmp_path / "a")
+        assert np.array_equal(reader.read(video, list(range(8))), reader.read(twin, list(range(8))))
+
+
+def test_the_actor_is_on_screen_only_during_its_span_and_inside_the_frame():
+    rng = np.random.default_rng(0)
+    video, boxes = render("beach", "jumping", rng, 24, 64, 64, 3.0, (5, 18))
+    assert [b is not None for b in boxes] == [5 <= t < 18 for t in range(24)]
+    assert all(0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1 for x1, y1, x2, y2 in (b for b in boxes if b))
+    empty, none = render("beach", None, np.random.default_rng(0), 24, 64, 64, 3.0, None)
+    assert all(b is None for b in none)
+    # Scene-only frames are the drifting background: neighbouring frames nearly equal.
+    assert np.abs(empty[1].astype(int) - empty[0].astype(int)).mean() < 12
+
+
+def test_actions_differ_in_motion_not_in_looks():
+    trajectories = {}
+    for action in ACTIONS:
+        actor = random_actor(np.random.default_rng(1))  # the same look, whatever the action
+        trajectories[action] = np.array([position(action, actor, u, 2.0) for u in np.linspace(0, 1, 16)])
+    looks = {action: random_actor(np.random.default_rng(1)) for action in ACTIONS}
+    assert len({(a.color, a.size) for a in looks.values()}) == 1
+    names = list(ACTIONS)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            assert np.abs(trajectories[a] - trajectories[b]).max() > 0.02, (a, b)
+    assert set(USUAL_ACTION) <= set(SCENES)
