@@ -139,3 +139,9 @@ def test_missing_recipe_file_and_cycles_are_clear(tmp_path):
     write(tmp_path, "b.yaml", {"extends": "a.yaml"})
     with pytest.raises(RecipeError, match="cycle"):
         load_recipe(tmp_path / "a.yaml")
+
+
+def test_scientific_notation_without_a_dot_is_a_number(tmp_path):
+    path = write(tmp_path, "r.yaml", {**tiny_recipe(), "train": {"lr": "1e-3"}})
+    assert load_recipe(path, ["train.weight_decay=5e-2"]).train.lr == 0.001
+    assert load_recipe(path, ["train.weight_decay=5e-2"]).train.weight_decay == 0.05

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 _MISSING = dataclasses.MISSING
+FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 class RecipeError(ValueError):
@@ -161,6 +163,8 @@ def _convert(tp, value, path: str, sources: Sources):
             _fail(sources, path, f"{_describe(value)} is not an integer")
         return value
     if tp is float:
+        if isinstance(value, str) and FLOAT_TEXT.fullmatch(value.strip()):
+            return float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             _fail(sources, path, f"{_describe(value)} is not a number")
         return float(value)

@@ -130,26 +130,39 @@ def grounding_entries(clip: Clip, rng: np.random.Generator) -> list[dict]:
     ]
 
 
-def training_conversation(clip: Clip, rng: np.random.Generator) -> dict:
-    """Several turns about one training video: action, scene, a yes/no question, a description."""
+def yes_no_turns(clip: Clip, rng: np.random.Generator) -> list[tuple[str, str]]:
+    """One action and one scene yes/no question, each 'yes' or 'no' at random, worded as the test asks."""
     if clip.action is None:
-        asked = other_action(rng)
-        action_answer, yes_no = NOBODY, (f"Is someone {asked} in this video?{YES_NO_SUFFIX}", "No")
+        action_turn = (f"Is someone {other_action(rng)} in this video?{YES_NO_SUFFIX}", "No")
+    elif rng.random() < 0.5:
+        action_turn = (f"Is the person {clip.action} in this video?{YES_NO_SUFFIX}", "Yes")
     else:
-        action_answer = f"The person is {clip.action}."
-        if rng.random() < 0.5:
-            yes_no = (f"Is the person {clip.action} in this video?{YES_NO_SUFFIX}", "Yes")
-        else:
-            yes_no = (f"Is the person {other_action(rng, clip.action)} in this video?{YES_NO_SUFFIX}", "No")
+        action_turn = (f"Is the person {other_action(rng, clip.action)} in this video?{YES_NO_SUFFIX}", "No")
+    if rng.random() < 0.5:
+        scene_turn = (f"Does this video take place in {clip.article_scene}?{YES_NO_SUFFIX}", "Yes")
+    else:
+        scene_turn = (f"Does this video take place in a {other_scene(rng, clip.scene)}?{YES_NO_SUFFIX}", "No")
+    return [action_turn, scene_turn]
+
+
+def training_conversation(clip: Clip, rng: np.random.Generator) -> dict:
+    """Every question format of the test sets about one training video, in a random order, so that an
+    answer can only come from reading its question (not from its place in the conversation)."""
+    action_answer = NOBODY if clip.action is None else f"The person is {clip.action}."
     turns = [
         (str(rng.choice(ACTION_QUESTIONS)), action_answer),
         (str(rng.choice(SCENE_QUESTIONS)), f"This is {clip.article_scene}."),
-        yes_no,
+        *yes_no_turns(clip, rng),
         (DESCRIBE, describe(clip)),
     ]
+    for task_type in ("action", "scene"):
+        choice = choice_entry(clip, rng, task_type)
+        turns.append((choice["conversations"][0]["value"].removeprefix("<video>\n"), choice["conversations"][1]["value"]))
+    order = rng.permutation(len(turns))
     conversations = []
-    for index, (question, answer) in enumerate(turns):
-        prefix = "<video>\n" if index == 0 else ""
+    for position, index in enumerate(order):
+        question, answer = turns[index]
+        prefix = "<video>\n" if position == 0 else ""
         conversations += [{"from": "human", "value": prefix + question}, {"from": "gpt", "value": answer}]
     return {"id": f"{clip.id}.chat", "video": clip.video, "task": "conversation", "split": clip.split,
             "meta": dict(clip.meta), "conversations": conversations}

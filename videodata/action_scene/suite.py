@@ -84,8 +84,10 @@ def make_clip(plan: Plan, seed: int, options: SuiteOptions, out: Path) -> Clip:
     frames = options.frames
     span = None
     if plan.action is not None:
-        first = int(rng.integers(round(0.05 * frames), round(0.35 * frames) + 1))
-        last = int(rng.integers(round(0.65 * frames), round(0.95 * frames) + 1))
+        # Spans vary widely (a quarter of the clip to all of it), so guessing one span scores poorly.
+        length = int(rng.integers(max(2, round(0.25 * frames)), frames + 1))
+        first = int(rng.integers(0, frames - length + 1))
+        last = first + length
         span = (first, last)
     video, boxes = render(plan.scene, plan.action, rng, frames, options.height, options.width, options.seconds, span)
     relative = f"videos/{plan.split}/{plan.index:05d}.mp4"
