@@ -141,12 +141,28 @@ def storage_path(recipe: Recipe) -> str:
     return path
 
 
+def claim_run_directory(recipe: Recipe, name: str) -> None:
+    """Ray resumes a run name from its checkpoints; refuse when they were made by a different recipe."""
+    directory = Path(storage_path(recipe)) / name
+    marker = directory / "stzoo_recipe_fingerprint"
+    fingerprint = recipe.fingerprint()
+    if marker.is_file() and marker.read_text().strip() != fingerprint:
+        raise RecipeError(
+            f"run name {name!r} already has checkpoints in {directory} from a different recipe "
+            f"(fingerprint {marker.read_text().strip()}, now {fingerprint}); choose another --run-name, "
+            "or delete that directory to start over"
+        )
+    directory.mkdir(parents=True, exist_ok=True)
+    marker.write_text(fingerprint)
+
+
 def run_training(recipe: Recipe, run: tracking.TrackedRun, name: str, stage: StageSpec | None = None,
                  handoff: Path | None = None):
     """One TorchTrainer run; returns the Ray Train result (its checkpoint holds model/ and trainer_state.pt)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    claim_run_directory(recipe, name)
     scaling = recipe.scaling
     resources = {"CPU": scaling.cpus_per_worker}
     if scaling.use_gpu:
@@ -256,12 +272,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ray_jobs.train", description=__doc__.splitlines()[0])
     parser.add_argument("recipe")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--run-name", help="the MLflow/Ray run name; the same name resumes (default: the recipe's)")
+    parser.add_argument("--run-name", help="the MLflow/Ray run name; the same name resumes "
+                                           "(default: the recipe's name and fingerprint, so an unchanged recipe resumes)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         recipe = load_recipe(args.recipe, args.overrides)
-        name = args.run_name or tracking.run_name(recipe)
+        name = args.run_name or recipe.tracking.run_name or f"{recipe.name}-{recipe.fingerprint()}"
         connect_ray()
         results = train_recipe(recipe, name)
     except RecipeError as error:

@@ -23,7 +23,10 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float = 8.0, codec: s
         stream = container.add_stream(codec, rate=round(fps))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         if codec == "libx264":
-            stream.options = {"crf": str(crf), "preset": "veryfast", "threads": "1"}
+            # One thread is not enough for identical bytes: x264's SIMD paths and macroblock tree made
+            # output depend on what the process encoded before (seen on ~10% of the suite's videos).
+            stream.options = {"crf": str(crf), "preset": "veryfast", "threads": "1",
+                              "x264-params": "no-asm=1:mbtree=0:bframes=0"}
         stream.codec_context.thread_count = 1  # one thread: the same bytes for the same frames
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):

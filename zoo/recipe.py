@@ -176,6 +176,21 @@ class Recipe:
         """Dotted keys -> scalar values (MLflow params)."""
         return flatten(self.to_dict())
 
+    def fingerprint(self) -> str:
+        """A short hash of what decides the trained weights (model, data, prompt, training, workers).
+
+        Logging, evaluation and tracking settings are left out: changing them does not make a
+        checkpoint of this recipe unusable.
+        """
+        import hashlib
+        import json
+
+        data = self.to_dict()
+        train = {k: v for k, v in data["train"].items() if k not in ("progress_bar", "log_every", "output_dir", "save_every")}
+        relevant = {"model": data["model"], "data": {k: v for k, v in data["data"].items() if k != "eval"},
+                    "prompt": data["prompt"], "train": train, "workers": data["scaling"]["num_workers"]}
+        return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
     @property
     def component_names(self) -> dict[str, str]:
         model = self.model
