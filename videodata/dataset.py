@@ -130,6 +130,8 @@ def build_dataset(recipe, model, annotation_file: str | Path | list, for_generat
         return combined.truncated(max_samples) if max_samples else combined
     path = data_path(annotation_file)
     entries = load_annotations(path)
+    if recipe.data.train_tasks and not for_generation:
+        entries = [e for e in entries if e.get("task") in recipe.data.train_tasks]
     if max_samples:
         entries = entries[:max_samples]
     encoder = model.encoder

@@ -31,7 +31,7 @@ class Variant:
     set: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     evaluate_from: str | None = None
-    paper: dict[str, float] = field(default_factory=dict)  # the paper's numbers for this row, for the comparison table
+    paper: dict[str, float | None] = field(default_factory=dict)  # the paper's numbers for this row (None: not reported)
 
 
 @dataclass

@@ -65,6 +65,7 @@ class DataSpec:
     # Annotation files (STZoo schema, docs/data_format.md); several are concatenated. Relative paths
     # resolve against $STZOO_DATA_ROOT when set (a Ray job runs in a temporary copy of the repo), else the cwd.
     train: str | list[str] | None = None
+    train_tasks: list[str] | None = None  # keep only training entries of these tasks (LLaVA-ST Table 8's data mixes)
     eval: dict[str, str] = field(default_factory=dict)  # benchmark name -> annotation file
     video_root: str | None = None  # joined to relative video paths of the annotations
     synthetic: SyntheticSpec | None = None
