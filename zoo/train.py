@@ -303,16 +303,25 @@ class Trainer:
         """
         rng = gather_rng_states(self.world_size)
         staging = directory.with_name(directory.name + ".partial")
-        self.engine.save_extra(staging)
-        with self.engine.consolidated():
-            if self.rank == 0:
-                self.model.save_pretrained(staging / "model")
-                state = {
-                    "engine": self.engine.state_dict(),
-                    "step": self.state.step, "epoch": self.state.epoch, "batches_in_epoch": self.state.batches_in_epoch,
-                    "skipped_samples": self.state.skipped_samples, "rng": rng,
-                }
-                torch.save(state, staging / "trainer_state.pt")
+        try:
+            self.engine.save_extra(staging)
+            with self.engine.consolidated():
+                if self.rank == 0:
+                    self.model.save_pretrained(staging / "model")
+                    state = {
+                        "engine": self.engine.state_dict(),
+                        "step": self.state.step, "epoch": self.state.epoch, "batches_in_epoch": self.state.batches_in_epoch,
+                        "skipped_samples": self.state.skipped_samples, "rng": rng,
+                    }
+                    torch.save(state, staging / "trainer_state.pt")
+        except OSError as error:  # a full disk, a lost mount
+            shutil.rmtree(staging, ignore_errors=True)
+            kept = sorted(p for p in directory.parent.glob("step-*") if not p.name.endswith(".partial")) if directory.parent.exists() else []
+            raise TrainingError(
+                f"step {self.state.step}: the checkpoint could not be written to {directory} ({error.strerror or error}); "
+                f"{'the previous checkpoint ' + str(kept[-1]) + ' is intact' if kept else 'no earlier checkpoint exists'}. "
+                "Free space (or point train.output_dir elsewhere) and resume"
+            ) from None
         if staging.exists():  # rank 0 always; other ranks when their engine wrote shards (DeepSpeed)
             if directory.exists():
                 shutil.rmtree(directory)

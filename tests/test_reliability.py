@@ -1,0 +1,222 @@
+"""Bad input and faults: each case gives one clear sentence (or a counted skip) and loses nothing."""
+
+from __future__ import annotations
+
+import errno
+import json
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import moving_square_frames, tiny_recipe
+from videodata.reader import VideoError, open_reader
+from videodata.writer import write_video
+from zoo.recipe import recipe_from_dict
+from zoo.schema import RecipeError
+from zoo.train import Trainer, TrainingError
+
+
+# --- videos -----------------------------------------------------------------------------------
+
+
+def write_audio_only(path: Path) -> Path:
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=16000)
+        for i in range(10):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), dtype=np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 16000, i * 1024
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def write_variable_rate(path: Path, frames: np.ndarray) -> Path:
+    """Frames at irregular times (a variable frame rate), as phone videos have."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        times = np.cumsum([0] + [33 if i % 3 else 90 for i in range(len(frames) - 1)])
+        for frame, stamp in zip(frames, times):
+            video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            video_frame.pts, video_frame.time_base = int(stamp), Fraction(1, 1000)
+            for packet in stream.encode(video_frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize("backend", ["decord", "pyav"])
+def test_truncated_and_audio_only_files(tmp_path, backend):
+    good = write_video(tmp_path / "good.mp4", moving_square_frames("left", frames=24, size=64), fps=8)
+    data = good.read_bytes()
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(data[: len(data) // 3])  # the index (moov) is at the end: cut before it
+    audio = write_audio_only(tmp_path / "audio.m4a")
+    reader = open_reader(backend)
+    for path in (truncated, audio):
+        with pytest.raises(VideoError) as error:
+            reader.read(path, [0, 1])
+        assert str(path) in str(error.value) and "\n" not in str(error.value)
+    assert "no video stream" in _message(lambda: open_reader("pyav").info(audio))
+
+
+def _message(call) -> str:
+    try:
+        call()
+    except VideoError as error:
+        return str(error)
+    return ""
+
+
+def test_odd_sizes_single_frames_short_videos_variable_rate_and_large_frames(tmp_path):
+    from videodata.sampling import uniform_indices
+    from videodata.transforms import FramePreprocess
+
+    reader = open_reader("decord")
+    preprocess = FramePreprocess(32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    one = write_video(tmp_path / "one.mp4", moving_square_frames("left", frames=1, size=32), fps=8)
+    frames, info = reader.read_sampled(one, lambda info: uniform_indices(info.frames, 8))
+    assert info.frames == 1 and frames.shape[0] == 8  # one frame, repeated to the eight asked for
+    short = write_video(tmp_path / "short.mp4", moving_square_frames("left", frames=3, size=32), fps=8)
+    frames, _ = reader.read_sampled(short, lambda info: uniform_indices(info.frames, 8))
+    assert frames.shape[0] == 8
+    vfr = write_variable_rate(tmp_path / "vfr.mp4", moving_square_frames("right", frames=12, size=32))
+    frames, info = reader.read_sampled(vfr, lambda info: uniform_indices(info.frames, 4))
+    assert info.frames == 12 and frames.shape == (4, 32, 32, 3)
+    odd = np.random.default_rng(0).integers(0, 255, (4, 61, 97, 3), dtype=np.uint8)  # 97 x 61
+    assert preprocess(odd).shape == (4, 3, 32, 32)
+    large = write_video(tmp_path / "large.mp4", np.full((2, 1080, 1920, 3), 90, dtype=np.uint8), fps=8)
+    frames, info = reader.read_sampled(large, lambda info: [0, 1])
+    assert (info.width, info.height) == (1920, 1080) and preprocess(frames).shape == (2, 3, 32, 32)
+
+
+# --- training with bad videos --------------------------------------------------------------------
+
+
+def broken_dataset(tmp_path: Path, direction_dataset) -> Path:
+    train = direction_dataset(8)
+    entries = json.loads(train.read_text())
+    (tmp_path / "videos" / "002.mp4").write_bytes(b"")  # emptied
+    entries[5]["video"] = "videos/missing.mp4"  # never there
+    train.write_text(json.dumps(entries))
+    return train
+
+
+def recipe_for(train: Path, **data):
+    payload = tiny_recipe(frames=8)
+    payload["data"].update({"train": str(train), **data})
+    payload["train"].update({"batch_size": 2, "max_steps": 3, "progress_bar": False})
+    return recipe_from_dict(payload)
+
+
+def test_a_bad_video_stops_training_naming_the_entry(tmp_path, direction_dataset):
+    train = broken_dataset(tmp_path, direction_dataset)
+    with pytest.raises(VideoError) as error:
+        Trainer(recipe_for(train), output_dir=tmp_path / "run", device="cpu").fit()
+    message = str(error.value)
+    assert str(train) in message and "entry" in message and ("empty (0 bytes)" in message or "file not found" in message)
+
+
+def test_bad_videos_are_skipped_and_counted_when_the_recipe_allows(tmp_path, direction_dataset, capsys):
+    train = broken_dataset(tmp_path, direction_dataset)
+    trainer = Trainer(recipe_for(train, skip_bad_videos=True), output_dir=tmp_path / "run", device="cpu")
+    state = trainer.fit()
+    assert state.step == 3 and state.skipped_samples >= 1
+    from zoo.cli import _report
+
+    _report("run", state, tmp_path / "run")
+    assert "samples were skipped as unreadable videos" in capsys.readouterr().err
+
+
+# --- recipes ---------------------------------------------------------------------------------------
+
+
+def test_out_of_range_rates_and_missing_pretrained_paths(tmp_path):
+    payload = tiny_recipe(encoder="blip2_qformer", compressor={"name": "st_llm_masking", "rate_mean": 1.5})
+    with pytest.raises(RecipeError, match=r"model\.compressor\.rate_mean: 1\.5 is out of range; it must be at most 1"):
+        recipe_from_dict(payload)
+    payload = tiny_recipe()
+    payload["model"]["encoder"]["pretrained"] = str(tmp_path / "no_such_clip")
+    payload["model"]["encoder"].pop("config")
+    from zoo.model import build_model
+
+    with pytest.raises(RecipeError) as error:
+        build_model(recipe_from_dict(payload))
+    assert "encoder 'clip'" in str(error.value) and "no_such_clip" in str(error.value)
+
+
+# --- faults ----------------------------------------------------------------------------------------
+
+
+def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, direction_dataset, monkeypatch):
+    recipe = recipe_for(direction_dataset(8), skip_bad_videos=False)
+    recipe.train.save_every = 1
+    trainer = Trainer(recipe, output_dir=tmp_path / "run", device="cpu")
+    import zoo.checkpoint as checkpoint
+
+    original = checkpoint.save_model
+    calls = {"n": 0}
+
+    def filling_disk(model, path, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the second checkpoint: the disk fills up halfway
+            Path(path).write_bytes(b"\0" * 1024)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(model, path, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "save_model", filling_disk)
+    with pytest.raises(TrainingError) as error:
+        trainer.fit()
+    message = str(error.value)
+    assert "step 2" in message and "No space left on device" in message and "step-0000001 is intact" in message
+    checkpoints = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert checkpoints == ["step-0000001"]  # no half-written directory left behind
+    from zoo.model import VideoLLM
+
+    VideoLLM.from_pretrained(tmp_path / "run" / "checkpoints" / "step-0000001" / "model")  # still loads
+
+
+def test_metrics_survive_an_mlflow_outage(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from zoo import servers as local
+    from zoo.tracking import MLflowMetrics
+
+    servers = local.LocalServers(home=str(tmp_path / "home"))
+    port = local.free_port()
+    try:
+        local.start_mlflow(servers, port=port)
+        client = MlflowClient(servers.mlflow_url)
+        run_id = client.create_run(client.create_experiment("outage")).info.run_id
+        sink = MLflowMetrics(servers.mlflow_url, run_id, tmp_path / "unsent.jsonl")
+        sink.log_metrics({"loss": 1.0}, 1)
+        local.stop_mlflow(servers)
+        started = time.time()
+        for step in range(2, 6):  # the server is down: training goes on, nothing waits long
+            sink.log_metrics({"loss": 1.0 / step}, step)
+        assert time.time() - started < 30 and len(sink.pending) == 4
+        local.start_mlflow(servers, port=port)
+        sink.log_metrics({"loss": 0.1}, 6)  # back: everything kept is sent
+        sink.close()
+        steps = sorted(m.step for m in MlflowClient(servers.mlflow_url).get_metric_history(run_id, "loss"))
+        assert steps == [1, 2, 3, 4, 5, 6] and not (tmp_path / "unsent.jsonl").exists()
+        local.stop_mlflow(servers)
+        for step in (7, 8):
+            sink.log_metrics({"loss": 0.05}, step)
+        sink.close()  # never back: what could not be sent is on disk, and the warning says where
+        unsent = [json.loads(line) for line in (tmp_path / "unsent.jsonl").read_text().splitlines()]
+        assert [u["step"] for u in unsent] == [7, 8]
+    finally:
+        local.stop_mlflow(servers)
