@@ -220,3 +220,31 @@ def test_metrics_survive_an_mlflow_outage(tmp_path):
         assert [u["step"] for u in unsent] == [7, 8]
     finally:
         local.stop_mlflow(servers)
+
+
+def test_bad_conversations_name_the_turn(direction_dataset):
+    from zoo.prompting import ConversationError, render
+    from zoo.recipe import PromptSpec
+
+    with pytest.raises(ConversationError, match="turn 2: more than one <video>"):
+        render(PromptSpec(), [{"from": "human", "value": "<video> a"}, {"from": "gpt", "value": "b"},
+                              {"from": "human", "value": "<video> c"}])
+    with pytest.raises(ConversationError, match="turn 1 has role 'robot'"):
+        render(PromptSpec(), [{"from": "human", "value": "a"}, {"from": "robot", "value": "b"}])
+
+
+def test_a_run_name_reused_for_another_recipe_is_refused(tmp_path):
+    from ray_jobs.train import claim_run_directory
+
+    first = recipe_from_dict(tiny_recipe())
+    first.scaling.storage_path = str(tmp_path)
+    claim_run_directory(first, "my-run")
+    claim_run_directory(first, "my-run")  # the same recipe again: fine (it resumes)
+    changed = recipe_from_dict(tiny_recipe(frames=8))
+    changed.scaling.storage_path = str(tmp_path)
+    with pytest.raises(RecipeError, match="run name 'my-run' already has checkpoints .* from a different recipe"):
+        claim_run_directory(changed, "my-run")
+    logging_only = recipe_from_dict(tiny_recipe())
+    logging_only.scaling.storage_path = str(tmp_path)
+    logging_only.train.log_every = 7
+    claim_run_directory(logging_only, "my-run")  # what does not change the weights does not count
