@@ -211,13 +211,13 @@ def finish_run(recipe: Recipe, run: tracking.TrackedRun, checkpoint_dir: Path) -
     return results
 
 
-def train_recipe(recipe: Recipe, name: str) -> dict:
+def train_recipe(recipe: Recipe, name: str, parent_run_id: str | None = None, extra_tags: dict | None = None) -> dict:
     from videodata.dataset import ensure_synthetic_suite
 
     ensure_synthetic_suite(recipe)
     if recipe.train.stages:
-        return train_stages(recipe, name)
-    run = tracking.start_or_resume(recipe, name)
+        return train_stages(recipe, name, parent_run_id, extra_tags)
+    run = tracking.start_or_resume(recipe, name, parent_run_id=parent_run_id, extra_tags=extra_tags)
     print(f"[{name}] MLflow run {run.run_id} ({'continued' if run.resumed else 'new'}) at {run.uri}", flush=True)
     try:
         result = run_training(recipe, run, name)
@@ -230,12 +230,12 @@ def train_recipe(recipe: Recipe, name: str) -> dict:
     return results
 
 
-def train_stages(recipe: Recipe, name: str) -> dict:
+def train_stages(recipe: Recipe, name: str, parent_run_id: str | None = None, extra_tags: dict | None = None) -> dict:
     """Each stage a child run of the recipe's run, from the previous stage's weights (LoRA merged)."""
     from zoo.model import VideoLLM
     from zoo.stages import stage_recipe, write_handoff
 
-    parent = tracking.start_or_resume(recipe, name)
+    parent = tracking.start_or_resume(recipe, name, parent_run_id=parent_run_id, extra_tags=extra_tags)
     handoff: Path | None = None
     results: dict = {}
     try:
@@ -249,6 +249,8 @@ def train_stages(recipe: Recipe, name: str) -> dict:
                 results = finish_run(this, run, Path(directory))
                 model = VideoLLM.from_pretrained(Path(directory) / "model")
                 handoff = write_handoff(model, Path(storage_path(recipe)) / stage_name / "handoff")
+                last_model = Path(directory) / "model"
+                tracking.log_directory(parent.uri, parent.run_id, last_model, "model")  # the recipe's model: the last stage's
             tracking.finish(run.uri, run.run_id)
         mlflow_client = tracking.client(parent.uri)
         for key, value in results.items():

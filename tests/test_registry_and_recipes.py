@@ -145,3 +145,12 @@ def test_scientific_notation_without_a_dot_is_a_number(tmp_path):
     path = write(tmp_path, "r.yaml", {**tiny_recipe(), "train": {"lr": "1e-3"}})
     assert load_recipe(path, ["train.weight_decay=5e-2"]).train.lr == 0.001
     assert load_recipe(path, ["train.weight_decay=5e-2"]).train.weight_decay == 0.05
+
+
+def test_an_override_assigns_a_mapping_rather_than_merging_it(tmp_path):
+    data = tiny_recipe()
+    data["data"]["eval"] = {"a": "a.json", "b": "b.json"}
+    path = write(tmp_path, "r.yaml", data)
+    assert load_recipe(path, ["data.eval={}"]).data.eval == {}
+    assert load_recipe(path, ["data.eval={c: c.json}"]).data.eval == {"c": "c.json"}
+    assert load_recipe(path, ["data.eval.d=d.json"]).data.eval == {"a": "a.json", "b": "b.json", "d": "d.json"}

@@ -308,13 +308,29 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def apply_overrides(data: dict, overrides: list[str] | dict, sources: Sources, source: str | None = None) -> dict:
-    """``overrides``: "key=value" strings (values parsed as YAML) or a {dotted key: value} mapping."""
+    """``overrides``: "key=value" strings (values parsed as YAML) or a {dotted key: value} mapping.
+
+    An override assigns: a mapping value replaces what was there (``--set data.eval={}`` clears
+    the benchmarks); only ``extends:`` merges. A component given by name starts from its defaults.
+    """
     pairs = list(overrides.items()) if isinstance(overrides, dict) else [parse_override(text) for text in overrides]
+    data = copy.deepcopy(data)
     for key, value in pairs:
-        nested: Any = value
-        for part in reversed(key.split(".")):
-            nested = {part: nested}
-        data = _merge(data, nested, source or f"--set {key}", sources)
+        parts = key.split(".")
+        node = data
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if isinstance(child, str) and ".".join(parts[: depth + 1]) in COMPONENT_PATHS:
+                child = {"name": child}  # a component given by name, now getting an option
+            if not isinstance(child, dict):
+                child = {}
+            node[part] = child
+            node = child
+        new = copy.deepcopy(value)
+        if key in COMPONENT_PATHS and isinstance(new, str):
+            new = {"name": new}
+        node[parts[-1]] = new  # renaming via KEY.name keeps the options; validation says if they do not fit
+        _record_tree(new, key, source or f"--set {key}", sources)
     return data
 
 
