@@ -5,6 +5,8 @@
     stzoo build RECIPE [--set k=v ...] [--meta] [--json]
     stzoo train RECIPE [--set k=v ...] [--output DIR] [--resume CHECKPOINT]
     stzoo eval MODEL --benchmark FILE [--out DIR]   metrics of a model on a benchmark
+    stzoo sweep EXPERIMENT [--scale tiny]           every variant x seed, as child MLflow runs
+    stzoo compare EXPERIMENT [--scale tiny]         the paper-style table of those runs
     stzoo generate MODEL --video V --prompt P       stream a model's answer about a video
     stzoo data probe VIDEO [--reader decord|pyav]
     stzoo data synth --out DIR [--seed S] [--videos N]
@@ -120,6 +122,35 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from pathlib import Path
+
+    from zoo.experiment import load_experiment
+    from zoo.sweep import run_sweep, train_in_process
+
+    experiment = load_experiment(args.experiment)
+    outcome = run_sweep(experiment, args.scale, train_in_process(experiment, args.scale, Path(args.output)),
+                        seeds=[int(x) for x in args.seeds.split(",")] if args.seeds else None,
+                        variants=args.variants.split(",") if args.variants else None, extra=args.overrides)
+    for state, names in outcome.items():
+        print(f"{state}: {len(names)}" + (f" ({', '.join(names)})" if names and state == "failed" else ""))
+    return 1 if outcome["failed"] else 0
+
+
+def cmd_compare(args) -> int:
+    from pathlib import Path
+
+    from zoo.compare import compare
+    from zoo.experiment import load_experiment
+
+    experiment = load_experiment(args.experiment)
+    out = Path(args.out or f"experiments/results/{experiment.name}_{args.scale}")
+    comparison = compare(experiment, args.scale, out)
+    print(comparison.markdown())
+    print(f"\nwritten to {out}/ (table.md, table.csv, metrics.png, training_loss.png)")
+    return 0
+
+
 def cmd_data_probe(args) -> int:
     from videodata.reader import VideoError, open_reader
 
@@ -182,6 +213,21 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-samples", type=int)
     p.add_argument("--device", default=None)
     p.set_defaults(run=cmd_eval)
+
+    p = commands.add_parser("sweep", help="train and evaluate every variant x seed of an experiment file")
+    p.add_argument("experiment")
+    p.add_argument("--scale", choices=["paper", "tiny"], default="paper")
+    p.add_argument("--seeds", help="comma-separated seeds (default: the experiment's)")
+    p.add_argument("--variants", help="comma-separated variants (default: all)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--output", default="runs/sweeps")
+    p.set_defaults(run=cmd_sweep)
+
+    p = commands.add_parser("compare", help="an experiment's runs as a paper-style table, charts and loss curves")
+    p.add_argument("experiment")
+    p.add_argument("--scale", choices=["paper", "tiny"], default="paper")
+    p.add_argument("--out", help="output directory (default: experiments/results/NAME_SCALE)")
+    p.set_defaults(run=cmd_compare)
 
     data = commands.add_parser("data", help="video data tools").add_subparsers(dest="data_command", required=True)
     p = data.add_parser("probe", help="what the reader sees in a video, or the error a run would get")

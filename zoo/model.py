@@ -165,7 +165,8 @@ def create(spec: ComponentSpec, ctx: BuildContext, path: str):
     except RecipeError:
         raise
     except Exception as error:
-        raise RecipeError(f"{path} ({spec.kind} {spec.name!r}) could not be built: {type(error).__name__}: {error}") from error
+        detail = " ".join(str(error).split())  # one line, whatever the library's message looked like
+        raise RecipeError(f"{path} ({spec.kind} {spec.name!r}) could not be built: {type(error).__name__}: {detail}") from error
 
 
 def build_model(recipe: Recipe, meta: bool = False, load_pretrained: bool = True) -> VideoLLM:

@@ -1,0 +1,113 @@
+"""Sweeps and comparisons: child runs under a parent, a failed variant recorded, re-runs skip finished
+children, `stzoo compare` agrees with MLflow, and the MLflow UI shows the runs in a real browser."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+from zoo import servers as local
+
+pytestmark = pytest.mark.slow
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1600,1000", "--virtual-time-budget=20000"]
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    servers = local.LocalServers(home=str(tmp_path_factory.mktemp("home")))
+    try:
+        local.start_mlflow(servers)
+        yield servers
+    finally:
+        local.stop_mlflow(servers)
+
+
+def stzoo(*args, env):
+    return subprocess.run([sys.executable, "-m", "zoo.cli", *args], capture_output=True, text=True, cwd=REPO,
+                          timeout=1200, env=env)
+
+
+def test_a_sweep_compared_in_a_table_and_in_the_mlflow_ui(mlflow_server, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from videodata.action_scene import SuiteOptions, generate_suite
+
+    suite = tmp_path / "suite"
+    generate_suite(suite, seed=2, videos=30, options=SuiteOptions(seconds=1.0))
+    experiment = tmp_path / "two_masks.yaml"
+    experiment.write_text(yaml.safe_dump({
+        "name": "two_masks", "paper": "causal against frame-block attention", "base": str(REPO / "recipes/tiny/baseline.yaml"),
+        "tiny": str(REPO / "recipes/tiny/baseline.yaml"), "seeds": [0, 1],
+        "columns": ["open.open_ended.usual.action", "mc.multiple_choice.accuracy"],
+        "set": {"train.max_steps": 6, "train.batch_size": 2, "eval.max_samples": 6, "data.synthetic": None,
+                "data.train": str(suite / "train.json"),
+                "data.eval": {"open": str(suite / "test_open.json"), "mc": str(suite / "test_mc.json")}},
+        "variants": {
+            "causal": {"set": {"model.mask": "causal"}},
+            "frame_block": {"set": {"model.mask": "frame_block"}, "paper": {"MC": 50.0}},
+            "broken": {"set": {"model.llm.config.num_attention_heads": 3}},  # 64 is not divisible by 3
+        },
+    }))
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server.mlflow_url, "HF_HUB_OFFLINE": "1",
+           "STZOO_HOME": str(tmp_path / "stzoo")}
+    first = stzoo("sweep", str(experiment), "--scale", "tiny", "--output", str(tmp_path / "runs"), env=env)
+    assert first.returncode == 1 and "finished: 4" in first.stdout and "failed: 2" in first.stdout, first.stdout + first.stderr
+    again = stzoo("sweep", str(experiment), "--scale", "tiny", "--variants", "causal,frame_block",
+                  "--output", str(tmp_path / "runs"), env=env)
+    assert again.returncode == 0 and "skipped: 4" in again.stdout and "finished: 0" in again.stdout
+
+    client = MlflowClient(mlflow_server.mlflow_url)
+    found = client.get_experiment_by_name("two_masks")
+    runs = client.search_runs([found.experiment_id])
+    parent = next(r for r in runs if r.data.tags.get("stzoo.role") == "sweep")
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == 6
+    failed = [r for r in children if r.info.status == "FAILED"]
+    assert len(failed) == 2 and all("number of attention heads (3)" in r.data.tags["stzoo.error"] for r in failed)
+
+    out = tmp_path / "comparison"
+    compared = stzoo("compare", str(experiment), "--scale", "tiny", "--out", str(out), env=env)
+    assert compared.returncode == 0, compared.stderr
+    assert "| causal |" in compared.stdout and "| frame_block |" in compared.stdout and "broken" not in compared.stdout
+    rows = {row["variant"]: row for row in csv.DictReader(open(out / "table.csv"))}
+    for variant in ("causal", "frame_block"):
+        finished = [r for r in children if r.data.tags["stzoo.variant"] == variant and r.info.status == "FINISHED"]
+        for key in ("open.open_ended.usual.action", "mc.multiple_choice.accuracy"):
+            expected = sum(r.data.metrics[key] for r in finished) / len(finished)
+            assert float(rows[variant][f"{key} mean"]) == pytest.approx(expected)
+    assert (out / "metrics.png").stat().st_size > 5000 and (out / "training_loss.png").stat().st_size > 5000
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id, "comparison")}
+    assert "comparison/table.md" in logged
+
+    if CHROMIUM is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed; .ci/run installs Debian's chromium package")
+        pytest.skip("chromium is not installed")
+    finished_children = [r for r in children if r.info.status == "FINISHED"]
+    ids = [r.info.run_id for r in finished_children]
+    url = f"{mlflow_server.mlflow_url}/#/compare-runs?runs={json.dumps(ids)}&experiments={json.dumps([found.experiment_id])}"
+    profile = ["--user-data-dir=" + str(tmp_path / "chromium")]
+    dom = subprocess.run([CHROMIUM, *BROWSER_FLAGS, *profile, "--dump-dom", url], capture_output=True, text=True, timeout=180).stdout
+    assert f"Comparing {len(ids)} Runs" in dom
+    for run in finished_children:
+        assert run.info.run_name in dom
+    # The page lists metrics alphabetically in a virtualised table: these come early enough to be rendered.
+    for key in ("loss", "mc.multiple_choice.accuracy", "Metrics", "Parameters"):
+        assert key in dom
+    screenshot = tmp_path / "mlflow_compare.png"
+    subprocess.run([CHROMIUM, *BROWSER_FLAGS, *profile, f"--screenshot={screenshot}", url], capture_output=True, timeout=180)
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and screenshot.stat().st_size > 20000
+    if os.environ.get("STZOO_UPDATE_SCREENSHOTS"):
+        shutil.copy(screenshot, REPO / "docs" / "images" / "mlflow_compare.png")
