@@ -258,3 +258,25 @@ def test_impossible_mixes_fail_at_build_naming_both_components(overrides, words)
         build_model(recipe_from_dict(tiny_recipe(frames=8, **overrides)))
     for word in words:
         assert word in str(error.value), str(error.value)
+
+
+def test_dst_and_harmonic_rope_take_other_kinds_in_each_role():
+    F_, S_low = TokenKind.FAST, TokenKind.SLOW
+    mapped = DSTMask(DSTMask.Config(spatial_kinds=["slow"], temporal_kinds=["fast"]))
+    standard = DSTMask(DSTMask.Config())
+    assert rendered(mapped, [X_, F_, F_, S_low, S_low, S_low, X_, X_]) == rendered(standard, [X_, T_, T_, S_, S_, S_, X_, X_])
+    scheme = HarmonicRoPE(HarmonicRoPE.Config(spatial_kinds=["slow"], temporal_kinds=["fast"]))
+    ids = scheme.position_ids(sequence_of([X_, F_, F_, S_low, S_low, S_low, S_low, X_]))
+    assert ids[0, 0].tolist() == [0, 3, 4, 1, 2, 3, 4, 5]  # fast right-aligned to the slow span, as temporal to spatial
+    with pytest.raises(RecipeError, match="no kind twice"):
+        DSTMask(DSTMask.Config(spatial_kinds=["fast"], temporal_kinds=["fast"]))
+
+
+def test_mash_pooling_of_query_tokens_keeps_every_query_per_segment():
+    compressor = MASHPooling(MASHPooling.Config(temporal_features=["pooled", "difference"]),
+                             BuildContext(frames=8, grid=None, encoder_has_cls=False))
+    x = torch.randn(1, 8, 4, 3)
+    out = compressor(FrameFeatures(x, None, None))
+    spatial = out.kind[0] == S_
+    assert int(spatial.sum()) == 4 * 4 == compressor.num_tokens(8, 4, None) - (8 + 7)
+    assert torch.allclose(out.embeds[0][spatial][:4], x[0, :2].mean(dim=0))  # segment 0 = frames 0, 1

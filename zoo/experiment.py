@@ -29,6 +29,8 @@ from zoo.schema import RecipeError, Sources, validate
 @dataclass
 class Variant:
     set: dict[str, Any] = field(default_factory=dict)
+    base: str | None = None  # this variant's own recipes (comparing architectures), else the experiment's
+    tiny: str | None = None
     description: str = ""
     evaluate_from: str | None = None
     paper: dict[str, float | None] = field(default_factory=dict)  # the paper's numbers for this row (None: not reported)
@@ -37,8 +39,8 @@ class Variant:
 @dataclass
 class Experiment:
     name: str
-    base: str
     variants: dict[str, Variant]
+    base: str | None = None
     tiny: str | None = None
     description: str = ""
     paper: str = ""
@@ -47,8 +49,10 @@ class Experiment:
     set: dict[str, Any] = field(default_factory=dict)
     source: str | None = None
 
-    def recipe_path(self, scale: str = "paper") -> Path:
-        chosen = self.tiny if scale == "tiny" else self.base
+    def recipe_path(self, scale: str = "paper", variant: str | None = None) -> Path:
+        own = self.variants[variant] if variant else None
+        chosen = (own.tiny or self.tiny) if scale == "tiny" and own else (own.base or self.base) if own else (
+            self.tiny if scale == "tiny" else self.base)
         if chosen is None:
             raise RecipeError(f"{self.source}: no {scale} recipe (set '{'tiny' if scale == 'tiny' else 'base'}:')")
         return (Path(self.source).parent / chosen).resolve()
@@ -57,7 +61,7 @@ class Experiment:
         """The resolved recipe of one variant (and seed)."""
         if variant not in self.variants:
             raise RecipeError(f"{self.source}: no variant {variant!r}; variants: {', '.join(self.variants)}")
-        path = self.recipe_path(scale)
+        path = self.recipe_path(scale, variant)
         sources = Sources(default=str(path))
         data = _load_chain(path, sources)
         data = apply_overrides(data, self.set, sources, source=f"{self.source} (set)")

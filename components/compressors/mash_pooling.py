@@ -3,6 +3,7 @@
 Spatial tokens: the T frames are split into S = 4 temporal segments, each segment is
 averaged over time, and each averaged map is pooled 2x2 in space; the S pooled maps
 together give N = S * (h/2) * (w/2) tokens (= h * w for S = 4): 576 for CLIP-L/14-336.
+Query tokens without a grid (a Q-Former's) are averaged over time only: S * P tokens.
 Temporal tokens: the T CLS tokens, the T spatially averaged frames and the T - 1
 spatially averaged frame differences, concatenated type by type: M = 3T - 1.
 Order into the LLM: temporal then spatial, as in the paper's [z_temporal, z_spatial, z_text].
@@ -40,9 +41,6 @@ class MASHPooling(Compressor):
         unknown = [f for f in cfg.temporal_features if f not in TEMPORAL_FEATURES]
         if unknown:
             raise RecipeError(f"compressor 'mash_pooling': temporal_features {unknown} unknown; choose from {', '.join(TEMPORAL_FEATURES)}")
-        if cfg.spatial_tokens and ctx.grid is None:
-            raise RecipeError("compressor 'mash_pooling' pools the patch grid, but the encoder emits query tokens without a grid; "
-                              "use a patch encoder (clip, siglip, timm) or spatial_tokens: false")
         if "cls" in cfg.temporal_features and not ctx.encoder_has_cls:
             raise RecipeError("compressor 'mash_pooling' uses CLS tokens as temporal tokens, but the encoder has no CLS token; "
                               "remove 'cls' from temporal_features")
@@ -71,19 +69,22 @@ class MASHPooling(Compressor):
     def emits_grid_position(self) -> bool:
         return self.cfg.spatial_tokens
 
-    def _pooled_grid(self, grid) -> tuple[int, int]:
+    def _pooled_grid(self, grid, tokens_per_frame: int) -> tuple[int, int]:
+        """Query tokens (no grid, e.g. a Q-Former's) are not pooled in space: one spatial token per query and segment."""
+        if grid is None:
+            return (1, tokens_per_frame)
         s = self.cfg.spatial_pool
         return (math.ceil(grid[0] / s), math.ceil(grid[1] / s))
 
     def num_tokens(self, frames, tokens_per_frame, grid) -> int:
         use = self.cfg.inference_tokens
-        spatial = self._num_spatial(frames, grid) if use in ("both", "spatial") else 0
+        spatial = self._num_spatial(frames, grid, tokens_per_frame) if use in ("both", "spatial") else 0
         return spatial + (self._num_temporal(frames) if use in ("both", "temporal") else 0)
 
-    def _num_spatial(self, frames: int, grid) -> int:
+    def _num_spatial(self, frames: int, grid, tokens_per_frame: int) -> int:
         if not self.cfg.spatial_tokens:
             return 0
-        h, w = self._pooled_grid(grid)
+        h, w = self._pooled_grid(grid, tokens_per_frame)
         return min(self.cfg.segments, frames) * h * w
 
     def _num_temporal(self, frames: int) -> int:
@@ -92,15 +93,16 @@ class MASHPooling(Compressor):
 
     def spatial_tokens(self, features: FrameFeatures) -> VisualTokens:
         x = features.patches
-        batch, frames, _, dim = x.shape
-        h, w = features.grid
+        batch, frames, per_frame, dim = x.shape
+        h, w = features.grid or (1, per_frame)
+        pool = self.cfg.spatial_pool if features.grid is not None else 1
         segments = torch.tensor_split(torch.arange(frames, device=x.device), min(self.cfg.segments, frames))
         maps = torch.stack([x[:, idx].mean(dim=1) for idx in segments], dim=1)  # (B, S, h*w, D)
         cells = maps.reshape(batch * len(segments), h, w, dim).permute(0, 3, 1, 2)
-        pooled = F.avg_pool2d(cells, self.cfg.spatial_pool, ceil_mode=True, count_include_pad=False)
+        pooled = F.avg_pool2d(cells, pool, ceil_mode=True, count_include_pad=False)
         ph, pw = pooled.shape[-2:]
         tokens = pooled.permute(0, 2, 3, 1).reshape(batch, len(segments) * ph * pw, dim)
-        row, col = grid_positions((ph, pw), ph * pw, x.device)
+        row, col = grid_positions((ph, pw) if features.grid is not None else None, ph * pw, x.device)
         # A spatial token summarises its segment; it carries the segment's first frame as its frame index.
         frame = torch.stack([idx[0] for idx in segments]).repeat_interleave(ph * pw)
         return VisualTokens.build(tokens, TokenKind.SPATIAL, frame, row.repeat(len(segments)), col.repeat(len(segments)))

@@ -8,11 +8,14 @@ K -> Q notation. Text, and any query meeting a text key, stays causal.
 The ablations of the paper are option values: Table 5 runs spatial_to_temporal: block,
 temporal_to_spatial: allow (with temporal tokens first this is causal across kinds),
 Table 6's "without disentangling" row allows both directions.
+
+``spatial_kinds`` / ``temporal_kinds`` say which token kinds play each role, so DST applies to
+other compressors' streams too (LLaVA-ST's slow stream as spatial, its fast stream as temporal).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -20,44 +23,50 @@ import torch
 from components.base import BuildContext, MaskScheme
 from components.registry import register
 from components.tokens import TokenKind, TokenSequence
+from zoo.schema import RecipeError
 
 KINDS = len(TokenKind)
 
 
 @register("mask", "dst", "MASH-VLM DST attention: spatial bidirectional, temporal causal, no spatial<->temporal, text causal")
 class DSTMask(MaskScheme):
-    required_kinds = frozenset({TokenKind.SPATIAL, TokenKind.TEMPORAL})
-
     @dataclass
     class Config:
         temporal: Literal["causal", "bidirectional"] = "causal"
         spatial: Literal["causal", "bidirectional"] = "bidirectional"
         spatial_to_temporal: Literal["block", "allow"] = "block"  # spatial keys -> temporal queries
         temporal_to_spatial: Literal["block", "allow"] = "block"  # temporal keys -> spatial queries
+        spatial_kinds: list[str] = field(default_factory=lambda: ["spatial"])
+        temporal_kinds: list[str] = field(default_factory=lambda: ["temporal"])
 
     def __init__(self, cfg: Config, ctx: BuildContext | None = None):
         self.cfg = cfg
-        bidirectional = torch.zeros(KINDS, dtype=torch.bool)
-        bidirectional[TokenKind.TEMPORAL] = cfg.temporal == "bidirectional"
-        bidirectional[TokenKind.SPATIAL] = cfg.spatial == "bidirectional"
-        cross = torch.zeros(KINDS, KINDS, dtype=torch.bool)  # [query kind, key kind] -> allowed
-        cross[TokenKind.TEMPORAL, TokenKind.SPATIAL] = cfg.spatial_to_temporal == "allow"
-        cross[TokenKind.SPATIAL, TokenKind.TEMPORAL] = cfg.temporal_to_spatial == "allow"
-        self.bidirectional, self.cross = bidirectional, cross
+        spatial = [TokenKind.parse(k) for k in cfg.spatial_kinds]
+        temporal = [TokenKind.parse(k) for k in cfg.temporal_kinds]
+        if set(spatial) & set(temporal) or not spatial or not temporal:
+            raise RecipeError("mask 'dst': spatial_kinds and temporal_kinds must each name a token kind, and no kind twice")
+        self.required_kinds = frozenset(spatial + temporal)
+        role = torch.zeros(KINDS, dtype=torch.long)  # 0: not a video role, 1: spatial, 2: temporal
+        role[spatial], role[temporal] = 1, 2
+        bidirectional = torch.zeros(3, dtype=torch.bool)
+        bidirectional[1] = cfg.spatial == "bidirectional"
+        bidirectional[2] = cfg.temporal == "bidirectional"
+        cross = torch.zeros(3, 3, dtype=torch.bool)  # [query role, key role] -> allowed
+        cross[2, 1] = cfg.spatial_to_temporal == "allow"
+        cross[1, 2] = cfg.temporal_to_spatial == "allow"
+        self.role, self.bidirectional, self.cross = role, bidirectional, cross
 
     def mask_function(self, sequence: TokenSequence):
-        kind = sequence.kind
-        bidirectional = self.bidirectional.to(kind.device)
-        cross = self.cross.to(kind.device)
+        role = self.role.to(sequence.kind.device)[sequence.kind]  # (B, L) role of every position
+        bidirectional = self.bidirectional.to(role.device)
+        cross = self.cross.to(role.device)
 
         def dst(b, h, q, kv):
-            q_kind, kv_kind = kind[b, q], kind[b, kv]
+            q_role, kv_role = role[b, q], role[b, kv]
             causal = q >= kv
-            q_video = (q_kind == TokenKind.SPATIAL) | (q_kind == TokenKind.TEMPORAL)
-            kv_video = (kv_kind == TokenKind.SPATIAL) | (kv_kind == TokenKind.TEMPORAL)
-            within = causal | bidirectional[q_kind]
-            across = cross[q_kind, kv_kind]
-            video_pair = torch.where(q_kind == kv_kind, within, across)
-            return torch.where(q_video & kv_video, video_pair, causal)
+            within = causal | bidirectional[q_role]
+            across = cross[q_role, kv_role]
+            video_pair = torch.where(q_role == kv_role, within, across)
+            return torch.where((q_role > 0) & (kv_role > 0), video_pair, causal)
 
         return dst

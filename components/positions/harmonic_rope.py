@@ -12,7 +12,7 @@ ids, odd pairs the distinct ids (Eq. 6).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -25,12 +25,12 @@ from components.tokens import TokenKind, TokenSequence
 BALANCED, DISTINCT = 0, 1
 
 
-def balanced_ids(sequence: TokenSequence) -> torch.Tensor:
+def balanced_ids(sequence: TokenSequence, spatial_kinds=(TokenKind.SPATIAL,), temporal_kinds=(TokenKind.TEMPORAL,)) -> torch.Tensor:
     """Eq. 5 with a text prefix, for every sample: (B, L)."""
     distinct = sequential_ids(sequence.attention_mask)
     real = sequence.attention_mask.bool()
-    temporal = (sequence.kind == TokenKind.TEMPORAL) & real
-    spatial = (sequence.kind == TokenKind.SPATIAL) & real
+    temporal = torch.isin(sequence.kind, torch.tensor([int(k) for k in temporal_kinds], device=real.device)) & real
+    spatial = torch.isin(sequence.kind, torch.tensor([int(k) for k in spatial_kinds], device=real.device)) & real
     video = temporal | spatial
     m = temporal.sum(dim=1, keepdim=True)
     n = spatial.sum(dim=1, keepdim=True)
@@ -49,15 +49,18 @@ def balanced_ids(sequence: TokenSequence) -> torch.Tensor:
 
 @register("position", "harmonic_rope", "MASH-VLM Harmonic-RoPE: balanced ids on even frequency pairs, distinct ids on odd")
 class HarmonicRoPE(PositionScheme):
-    required_kinds = frozenset({TokenKind.SPATIAL, TokenKind.TEMPORAL})
-
     @dataclass
     class Config:
         ids: Literal["harmonic", "distinct_only", "balanced_only"] = "harmonic"  # Table 7
+        spatial_kinds: list[str] = field(default_factory=lambda: ["spatial"])  # which kinds play each role
+        temporal_kinds: list[str] = field(default_factory=lambda: ["temporal"])
 
     def __init__(self, cfg: Config, ctx: BuildContext | None = None):
         super().__init__()
         self.ids = cfg.ids
+        self.spatial_kinds = tuple(TokenKind.parse(k) for k in cfg.spatial_kinds)
+        self.temporal_kinds = tuple(TokenKind.parse(k) for k in cfg.temporal_kinds)
+        self.required_kinds = frozenset(self.spatial_kinds + self.temporal_kinds)
 
     @property
     def num_axes(self) -> int:
@@ -72,7 +75,8 @@ class HarmonicRoPE(PositionScheme):
         return [BALANCED if k % 2 == 0 else DISTINCT for k in range(pairs)]
 
     def position_ids(self, sequence: TokenSequence) -> torch.Tensor:
-        return torch.stack([balanced_ids(sequence), sequential_ids(sequence.attention_mask)])
+        return torch.stack([balanced_ids(sequence, self.spatial_kinds, self.temporal_kinds),
+                            sequential_ids(sequence.attention_mask)])
 
     def check_compatible(self, compressor: Compressor) -> str | None:
         problem = super().check_compatible(compressor)
