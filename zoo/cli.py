@@ -7,6 +7,7 @@
     stzoo eval MODEL --benchmark FILE [--out DIR]   metrics of a model on a benchmark
     stzoo sweep EXPERIMENT [--scale tiny]           every variant x seed, as child MLflow runs
     stzoo compare EXPERIMENT [--scale tiny]         the paper-style table of those runs
+    stzoo attention MODEL --benchmark FILE          where answers look (spatial vs temporal tokens)
     stzoo generate MODEL --video V --prompt P       stream a model's answer about a video
     stzoo data probe VIDEO [--reader decord|pyav]
     stzoo data synth --out DIR [--seed S] [--videos N]
@@ -151,6 +152,28 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_attention(args) -> int:
+    from pathlib import Path
+
+    from zoo.attention import answer_attention, write_attention_report
+    from zoo.inference import load_model
+
+    model = load_model(args.model, args.device)
+    shares = answer_attention(model, args.benchmark, max_samples=args.max_samples)
+    for question_type, kinds in sorted(shares.items()):
+        print(f"{question_type} questions: " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(kinds.items())))
+    out = Path(args.out)
+    files = write_attention_report(shares, out, f"where answers look: {model.recipe.name}")
+    if args.model.startswith("runs:/"):
+        from zoo import tracking
+
+        run_id = args.model.removeprefix("runs:/").split("/")[0]
+        for file in files:
+            tracking.client(tracking.tracking_uri()).log_artifact(run_id, str(file), "attention")
+    print(f"written to {out}/ (answer_attention.json, answer_attention.png)")
+    return 0
+
+
 def cmd_data_probe(args) -> int:
     from videodata.reader import VideoError, open_reader
 
@@ -228,6 +251,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", choices=["paper", "tiny"], default="paper")
     p.add_argument("--out", help="output directory (default: experiments/results/NAME_SCALE)")
     p.set_defaults(run=cmd_compare)
+
+    p = commands.add_parser("attention", help="where answers look: attention to spatial, temporal and other tokens (MASH-VLM Fig. 6)")
+    p.add_argument("model", help="a checkpoint directory or runs:/RUN_ID (the plot is then logged to the run)")
+    p.add_argument("--benchmark", required=True, help="annotation file; binary entries are split by question_type")
+    p.add_argument("--max-samples", type=int, default=64)
+    p.add_argument("--out", default="runs/attention")
+    p.add_argument("--device", default=None)
+    p.set_defaults(run=cmd_attention)
 
     data = commands.add_parser("data", help="video data tools").add_subparsers(dest="data_command", required=True)
     p = data.add_parser("probe", help="what the reader sees in a video, or the error a run would get")
