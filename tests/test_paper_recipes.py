@@ -31,3 +31,28 @@ def test_meta_build_reports_the_papers_sizes(name):
     assert low * 1e9 < summary["params"]["total"] < high * 1e9
     assert summary["build_seconds"] < 60
     assert summary["sequence_length"] == tokens + summary["text_tokens"]["count"]
+    cost = summary["cost"]
+    trained = summary["params"]["trainable"]
+    # At least 6 FLOPs per trained weight and token (forward 2, backward 4), and ZeRO-3 shards what ZeRO-2 keeps whole.
+    assert cost["train_flops_per_sample"] > 6 * trained * tokens
+    assert 0 < cost["zero3_model_states_gib_per_gpu"] < cost["zero2_model_states_gib_per_gpu"]
+
+
+def test_step_cost_on_a_hand_counted_model():
+    from tests.conftest import tiny_recipe
+    from zoo.cost import training_step_cost
+    from zoo.model import build_model
+    from zoo.recipe import recipe_from_dict
+
+    model = build_model(recipe_from_dict(tiny_recipe(frames=4)))
+    cost = training_step_cost(model, world_size=2, gradient_checkpointing=False)
+    llm = sum(p.numel() for p in model.llm.parameters())
+    encoder = sum(p.numel() for p in model.encoder.parameters())
+    rest = sum(p.numel() for p in model.projector.parameters())
+    tokens = 64 + 4 * 16
+    expected = (2 * llm * tokens + 4 * tokens**2 * 64 * 2) + (4 * llm * tokens + 8 * tokens**2 * 64 * 2) \
+        + 2 * encoder * 4 * 17 + 6 * rest * 4 * 16
+    assert cost.tokens == tokens and cost.flops == pytest.approx(expected)
+    total = sum(p.numel() for p in model.parameters())
+    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert cost.zero2_gib == pytest.approx((2 * total + 14 * trained / 2) / 1024**3)

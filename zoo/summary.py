@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from zoo.cost import training_step_cost
 from zoo.model import VideoLLM
 from zoo.prompting import encode, estimate_tokens, question_turns, render
 
@@ -30,7 +31,7 @@ def prompt_tokens(model: VideoLLM) -> dict:
             "why": model.llm.tokenizer_error}
 
 
-def summarize(model: VideoLLM, meta: bool) -> dict:
+def summarize(model: VideoLLM, meta: bool, world_size: int = 8) -> dict:
     recipe = model.recipe
     visual = model.visual_token_count()
     text = prompt_tokens(model)
@@ -51,6 +52,7 @@ def summarize(model: VideoLLM, meta: bool) -> dict:
         "sequence_length": visual + text["count"],
         "fits_context": visual + text["count"] <= (recipe.prompt.max_length or model.llm.max_length),
         "default_question": recipe.prompt.default_question,
+        "cost": {"world_size": world_size, **training_step_cost(model, world_size).as_dict()},
     }
 
 
@@ -70,6 +72,10 @@ def format_summary(summary: dict) -> str:
         f"text tokens   {text['count']}{'' if text['exact'] else ' (estimated: no tokenizer available)'}",
         f"sequence      {summary['sequence_length']} tokens for: {summary['default_question']!r}",
     ]
+    cost = summary["cost"]
+    lines.append(f"train step    {cost['train_flops_per_sample'] / 1e12:.2f} TFLOP per sample; model states per GPU on "
+                 f"{cost['world_size']} GPUs: ZeRO-2 {cost['zero2_model_states_gib_per_gpu']:.1f} GiB, "
+                 f"ZeRO-3 {cost['zero3_model_states_gib_per_gpu']:.1f} GiB (activations extra)")
     if not summary["fits_context"]:
         lines.append(f"warning       the sequence is longer than the LLM's context of {summary['llm']['context']} tokens")
     return "\n".join(lines)
