@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup test test-fast demo down clean components
+.PHONY: setup test test-fast demo down clean components bench
 
 setup: $(STAMP)
 
@@ -32,6 +32,9 @@ components: setup
 
 demo: setup
 	$(BIN)/python -m zoo.demo
+
+bench: setup
+	$(BIN)/python -m benchmarks.run_all
 
 down: setup
 	$(BIN)/python -m zoo.demo --down

@@ -204,3 +204,19 @@ def test_the_qformer_reads_the_instruction():
         a, b, again = features("what is the person doing?"), features("where is this?"), features("what is the person doing?")
     assert a.shape == (1, 2, 4, 32)
     assert torch.equal(a, again) and not torch.allclose(a, b)
+
+
+def test_masks_and_positions_are_reused_when_the_layout_repeats(build_tiny):
+    model = build_tiny().eval()
+    batch = make_batch(model)
+    with torch.no_grad():
+        first = model.attention_inputs(model.assemble(batch, model.encode_video(batch.pixels)))
+        again = model.attention_inputs(model.assemble(batch, model.encode_video(batch.pixels)))
+        other = make_batch(model, questions=("A different question of another length?", "Which way?"))
+        third = model.attention_inputs(model.assemble(other, model.encode_video(other.pixels)))
+    assert again[1] is first[1]  # the same layout: the cached position ids
+    assert third[1] is not first[1] and third[1].shape != first[1].shape
+    model.mask = FramesIsolated()  # a different scheme never sees the old one's masks
+    with torch.no_grad():
+        swapped = model.attention_inputs(model.assemble(batch, model.encode_video(batch.pixels)))
+    assert swapped[0] is not first[0]

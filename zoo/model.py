@@ -26,6 +26,19 @@ from zoo.schema import ComponentSpec, RecipeError
 logger = logging.getLogger("stzoo")
 
 
+LAYOUT_CACHE_SIZE = 8
+
+
+def layout_key(sequence: TokenSequence, implementation: str) -> tuple:
+    """What a mask and position ids depend on: kinds, frames, grid positions and padding (and the implementation)."""
+    import hashlib
+
+    digest = hashlib.blake2b(digest_size=16)
+    for tensor in (sequence.kind, sequence.frame, sequence.row, sequence.col, sequence.attention_mask):
+        digest.update(tensor.detach().to("cpu", torch.int32).numpy().tobytes())
+    return (implementation, tuple(sequence.kind.shape), str(sequence.inputs_embeds.dtype), digest.hexdigest())
+
+
 @dataclass
 class ModelOutput:
     loss: torch.Tensor
@@ -46,6 +59,7 @@ class VideoLLM(nn.Module):
         self.position = position
         self.mask = mask  # not a module: it holds no weights
         self.llm = llm
+        self._layout_cache: dict = {}
 
     # --- properties ---------------------------------------------------------------------
 
@@ -89,9 +103,21 @@ class VideoLLM(nn.Module):
         return assemble(batch, visual, self.embed_text, self.pad_id, padding_side)
 
     def attention_inputs(self, sequence: TokenSequence) -> tuple:
-        """The rendered mask and the position ids for ``sequence``."""
-        mask = render_mask(self.mask, sequence, self.llm.attn_implementation, sequence.inputs_embeds.dtype)
-        return mask, self.position.position_ids(sequence)
+        """The rendered mask and the position ids for ``sequence``, reused when the layout repeats.
+
+        Both depend only on the token metadata and the padding, so a batch laid out like a recent
+        one (the same prompt lengths, the same video layout) gets them from a small cache.
+        """
+        implementation = self.llm.attn_implementation
+        key = (id(self.mask), id(self.position), str(sequence.kind.device), *layout_key(sequence, implementation))
+        cached = self._layout_cache.get(key)
+        if cached is None:
+            mask = render_mask(self.mask, sequence, implementation, sequence.inputs_embeds.dtype)
+            cached = (mask, self.position.position_ids(sequence))
+            self._layout_cache[key] = cached
+            if len(self._layout_cache) > LAYOUT_CACHE_SIZE:
+                self._layout_cache.pop(next(iter(self._layout_cache)))
+        return cached
 
     def run_llm(self, sequence: TokenSequence, cache=None, use_cache: bool = False):
         mask, positions = self.attention_inputs(sequence)

@@ -214,7 +214,9 @@ class Trainer:
         while self.state.step < self.total_steps:
             started = time.perf_counter()
             micro = [next(batches) for _ in range(self.accumulation)]
+            waited = time.perf_counter() - started  # time the loop waited for data (starvation shows here)
             metrics = self.train_step(micro)
+            metrics["data_seconds"] = waited
             metrics["step_seconds"] = time.perf_counter() - started
             metrics["samples_per_second"] = sum(b.size for b in micro) * self.world_size / metrics["step_seconds"]
             self.state.step += 1
