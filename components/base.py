@@ -55,13 +55,17 @@ class VisionEncoder(nn.Module):
     def image_size(self) -> int:
         raise NotImplementedError
 
+    # Subclasses set the normalisation their pretrained weights expect.
+    _mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    _std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
     @property
     def image_mean(self) -> tuple[float, float, float]:
-        raise NotImplementedError
+        return self._mean
 
     @property
     def image_std(self) -> tuple[float, float, float]:
-        raise NotImplementedError
+        return self._std
 
     @property
     def instruction_tokenizer(self):

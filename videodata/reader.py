@@ -48,7 +48,22 @@ def check_file(path: str | os.PathLike) -> Path:
     return path
 
 
-class DecordReader:
+class VideoReader:
+    """A backend: ``read_sampled`` opens a file once, lets ``choose`` pick frame indices from what it holds."""
+
+    name = ""
+
+    def read_sampled(self, path, choose: Callable[[VideoInfo], list[int]]) -> tuple[np.ndarray, VideoInfo]:
+        raise NotImplementedError
+
+    def info(self, path) -> VideoInfo:
+        return self.read_sampled(path, lambda info: [0])[1]
+
+    def read(self, path, indices: list[int]) -> np.ndarray:
+        return self.read_sampled(path, lambda info: indices)[0]
+
+
+class DecordReader(VideoReader):
     name = "decord"
 
     def _open(self, path: Path):
@@ -58,12 +73,6 @@ class DecordReader:
             return decord.VideoReader(str(path), num_threads=1)
         except Exception as error:  # decord raises DECORDError / RuntimeError for anything it cannot open
             raise VideoError(f"video {path}: decord could not open it as a video ({_first_line(error)})") from None
-
-    def info(self, path) -> VideoInfo:
-        return self.read_sampled(path, lambda info: [0])[1]
-
-    def read(self, path, indices: list[int]) -> np.ndarray:
-        return self.read_sampled(path, lambda info: indices)[0]
 
     def read_sampled(self, path, choose: Callable[[VideoInfo], list[int]]) -> tuple[np.ndarray, VideoInfo]:
         """Open once, choose frame indices from what the file holds, decode only those."""
@@ -85,7 +94,7 @@ class DecordReader:
             raise VideoError(f"video {path}: decoding failed ({_first_line(error)}); the file may be truncated") from None
 
 
-class PyAVReader:
+class PyAVReader(VideoReader):
     name = "pyav"
 
     def _open(self, path: Path):
@@ -114,12 +123,6 @@ class PyAVReader:
         finally:
             container.close()
         return frames
-
-    def info(self, path) -> VideoInfo:
-        return self.read_sampled(path, lambda info: [0])[1]
-
-    def read(self, path, indices: list[int]) -> np.ndarray:
-        return self.read_sampled(path, lambda info: indices)[0]
 
     def read_sampled(self, path, choose: Callable[[VideoInfo], list[int]]) -> tuple[np.ndarray, VideoInfo]:
         """Decode the whole stream once (container frame counts are unreliable), then pick frames."""

@@ -118,14 +118,6 @@ class HFVisionTower(VisionEncoder):
     def has_cls(self) -> bool:
         return self._has_cls
 
-    @property
-    def image_mean(self):
-        return self._mean
-
-    @property
-    def image_std(self):
-        return self._std
-
     def hf_config(self) -> dict:
         return self.config.to_dict()
 

@@ -40,6 +40,8 @@ PRESETS = {
 
 @register("encoder", "blip2_qformer", "BLIP-2 EVA ViT-g + Q-Former per frame (32 queries), optional instruction text as in InstructBLIP")
 class QFormerEncoder(VisionEncoder):
+    _mean, _std = OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
     @dataclass
     class Config:
         pretrained: str | None = None  # an HF InstructBLIP checkpoint (dir or hub id); its LLM is not loaded
@@ -132,14 +134,6 @@ class QFormerEncoder(VisionEncoder):
     @property
     def image_size(self) -> int:
         return self.vision.config.image_size
-
-    @property
-    def image_mean(self):
-        return OPENAI_CLIP_MEAN
-
-    @property
-    def image_std(self):
-        return OPENAI_CLIP_STD
 
     @property
     def instruction_tokenizer(self):

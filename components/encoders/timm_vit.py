@@ -78,14 +78,6 @@ class TimmEncoder(VisionEncoder):
     def image_size(self) -> int:
         return self._image_size
 
-    @property
-    def image_mean(self):
-        return self._mean
-
-    @property
-    def image_std(self):
-        return self._std
-
     def forward(self, pixels: torch.Tensor, instruction=None) -> FrameFeatures:
         batch, frames = pixels.shape[:2]
         flat = pixels.flatten(0, 1).to(dtype=next(self.model.parameters()).dtype)
