@@ -181,6 +181,16 @@ def log_evaluation(model, run: tracking.TrackedRun) -> dict[str, float]:
     return flat
 
 
+class StepOffset:
+    """A metrics logger that shifts step numbers (stages logging into one run)."""
+
+    def __init__(self, logger, offset: int):
+        self.logger, self.offset = logger, offset
+
+    def log_metrics(self, metrics: dict, step: int) -> None:
+        self.logger.log_metrics(metrics, step + self.offset)
+
+
 def train_in_process(experiment: Experiment, scale: str, output_root: Path):
     """The ``train_child`` of ``stzoo sweep``: the single-process trainer, metrics to the child run."""
     from videodata.dataset import ensure_synthetic_suite
@@ -195,9 +205,16 @@ def train_in_process(experiment: Experiment, scale: str, output_root: Path):
         output = output_root / child.name
         try:
             if child.recipe.train.stages:
-                states = run_stages(child.recipe, output, lambda r, m, out: Trainer(r, model=m, output_dir=out, loggers=(sink,)))
+                done = {"steps": 0}
+
+                def stage_trainer(stage_recipe, model, out):
+                    # Stages share the child's run: their steps follow one another instead of restarting at 1.
+                    trainer = Trainer(stage_recipe, model=model, output_dir=out, loggers=(StepOffset(sink, done["steps"]),))
+                    done["steps"] += stage_recipe.train.max_steps or 0
+                    return trainer
+
+                run_stages(child.recipe, output, stage_trainer)
                 final = output / child.recipe.train.stages[-1].name / "final"
-                del states
             else:
                 trainer = Trainer(child.recipe, output_dir=output, loggers=(sink,))
                 trainer.fit()
