@@ -34,6 +34,8 @@ class BuildContext:
 class VisionEncoder(nn.Module):
     """Pixels (B, T, 3, H, W) -> FrameFeatures. Frozen unless the recipe says otherwise."""
 
+    frozen: bool = False  # True: runs without gradients and stays in eval mode
+
     @property
     def embed_dim(self) -> int:
         raise NotImplementedError

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -209,6 +210,26 @@ def test_each_stage_trains_exactly_what_it_names(tmp_path):
             if "lora_" not in n}
     for name, weight in merged_reference.items():
         assert torch.allclose(base[name], weight), name  # stage 3 starts from stage 2 with its LoRA merged in
+
+
+def test_a_stage_that_names_a_frozen_encoder_trains_it():
+    # The paper-scale encoder is frozen; a stage listing encoder.* must still get gradients there.
+    recipe = load_recipe(REPO_TINY, ["model.encoder.frozen=true"])
+    stages = recipe.train.stages
+    named = build_stage_model(stage_recipe(recipe, stages[0]), stages[0], None)
+    named.train()
+    named(make_batch(named, frames=8)).loss.backward()
+    # Every encoder weight on the path to the selected layer (the post-norm lies after it).
+    grads = {n: p.grad for n, p in named.named_parameters() if n.startswith("encoder.") and "post_layernorm" not in n}
+    assert grads and all(g is not None and float(g.abs().sum()) > 0 for g in grads.values())
+    assert named.encoder.model.training  # dropout and the like behave as in training
+
+    unnamed = dataclasses.replace(stages[0], trainable=["compressor.*"])
+    kept = build_stage_model(stage_recipe(recipe, unnamed), unnamed, None)
+    kept.train()
+    kept(make_batch(kept, frames=8)).loss.backward()
+    assert all(p.grad is None for n, p in kept.named_parameters() if n.startswith("encoder."))
+    assert kept.encoder.frozen and not kept.encoder.model.training
 
 
 def _merged_llm_weights(model):
