@@ -73,6 +73,23 @@ def test_split_statistics_match_the_configured_bias(tmp_path):
     assert test["splits"] == {"train": 0, "usual": 10, "unusual": 10, "scene_only": 10}
 
 
+def test_synth_options_from_the_command_line(tmp_path):
+    out = tmp_path / "short"
+    command = [sys.executable, "-m", "zoo.cli", "data", "synth", "--out", str(out), "--videos", "40", "--seed", "1",
+               "--size", "48", "32", "--fps", "8", "--seconds", "2", "--span-range", "0.2", "0.4", "--usual-bias", "1.0"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["options"]["span_range"] == [0.2, 0.4] and manifest["train_usual_share"] == 1.0
+    spans = [e["target"]["span"] for e in load_entries(out / "train_grounding.json") if e["task"] == "temporal_grounding"]
+    # 16 frames: 0.2 and 0.4 of the clip round to 3 and 6 frames.
+    assert spans and all(3 / 16 - 1e-6 <= end - start <= 6 / 16 + 1e-6 for start, end in spans)
+    info = open_reader("pyav").info(next((out / "videos").rglob("*.mp4")))
+    assert (info.width, info.height, info.frames) == (48, 32, 16)
+    bad = subprocess.run(command + ["--span-range", "0.5", "0.3"], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert bad.returncode == 2 and "span_range" in bad.stderr and "Traceback" not in bad.stderr
+
+
 def test_test_splits_are_what_they_claim(suite):
     for entry in load_entries(suite / "test_open.json"):
         action, scene = entry["meta"]["action"], entry["meta"]["scene"]

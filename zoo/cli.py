@@ -187,16 +187,26 @@ def cmd_data_probe(args) -> int:
 
 
 def cmd_data_synth(args) -> int:
-    from videodata.action_scene import generate_suite
+    from videodata.action_scene import SuiteOptions, generate_suite
 
+    try:
+        options = SuiteOptions(
+            train_share=args.train_share, usual_bias=args.usual_bias, train_scene_only_share=args.scene_only_share,
+            height=args.size[1], width=args.size[0], fps=args.fps, seconds=args.seconds,
+            span_range=tuple(args.span_range), workers=args.workers)
+    except ValueError as error:
+        print(f"stzoo data synth: {error}", file=sys.stderr)
+        return 2
     started = time.perf_counter()
-    manifest = generate_suite(args.out, seed=args.seed, videos=args.videos)
+    manifest = generate_suite(args.out, seed=args.seed, videos=args.videos, options=options)
     counts = ", ".join(f"{k} {v}" for k, v in manifest.get("splits", {}).items())
     print(f"wrote {args.videos} videos to {args.out} in {time.perf_counter() - started:.1f}s ({counts})")
     return 0
 
 
 def parser() -> argparse.ArgumentParser:
+    from videodata.action_scene import SuiteOptions
+
     root = argparse.ArgumentParser(prog="stzoo", description="STZoo: compare spatial-temporal video LLMs")
     commands = root.add_subparsers(dest="command", required=True)
 
@@ -270,6 +280,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--videos", type=int, default=120)
+    defaults = SuiteOptions()
+    p.add_argument("--train-share", type=float, default=defaults.train_share, help="share of videos in the train split")
+    p.add_argument("--usual-bias", type=float, default=defaults.usual_bias,
+                   help="share of train videos whose action is in its usual scene")
+    p.add_argument("--scene-only-share", type=float, default=defaults.train_scene_only_share,
+                   help="share of train videos with no actor")
+    p.add_argument("--size", type=int, nargs=2, metavar=("WIDTH", "HEIGHT"), default=[defaults.width, defaults.height])
+    p.add_argument("--fps", type=int, default=defaults.fps)
+    p.add_argument("--seconds", type=float, default=defaults.seconds)
+    p.add_argument("--span-range", type=float, nargs=2, metavar=("LOW", "HIGH"), default=list(defaults.span_range),
+                   help="the actor's time on screen as a share of the clip")
+    p.add_argument("--workers", type=int, default=1, help="processes that render videos")
     p.set_defaults(run=cmd_data_synth)
     return root
 

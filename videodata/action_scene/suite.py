@@ -34,6 +34,9 @@ class SuiteOptions:
     width: int = 96
     fps: int = 8
     seconds: float = 3.0
+    # The actor's time on screen as a share of the clip, drawn uniformly in this range; short
+    # spans make temporal grounding a real localisation task (a constant guess scores low).
+    span_range: tuple[float, float] = (0.25, 1.0)
     workers: int = 1
 
     def __post_init__(self):
@@ -41,6 +44,9 @@ class SuiteOptions:
             value = getattr(self, name)
             if not 0 <= value <= 1:
                 raise ValueError(f"SuiteOptions.{name} must be in [0, 1], got {value}")
+        low, high = self.span_range
+        if not 0 < low <= high <= 1:
+            raise ValueError(f"SuiteOptions.span_range must satisfy 0 < low <= high <= 1, got {self.span_range}")
         if self.height % 2 or self.width % 2:
             raise ValueError(f"SuiteOptions height and width must be even (H.264), got {self.width}x{self.height}")
 
@@ -84,8 +90,9 @@ def make_clip(plan: Plan, seed: int, options: SuiteOptions, out: Path) -> Clip:
     frames = options.frames
     span = None
     if plan.action is not None:
-        # Spans vary widely (a quarter of the clip to all of it), so guessing one span scores poorly.
-        length = int(rng.integers(max(2, round(0.25 * frames)), frames + 1))
+        low, high = options.span_range
+        shortest = max(2, round(low * frames))
+        length = int(rng.integers(shortest, max(shortest, round(high * frames)) + 1))
         first = int(rng.integers(0, frames - length + 1))
         last = first + length
         span = (first, last)
