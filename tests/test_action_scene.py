@@ -142,3 +142,26 @@ def test_actions_differ_in_motion_not_in_looks():
         for b in names[i + 1:]:
             assert np.abs(trajectories[a] - trajectories[b]).max() > 0.02, (a, b)
     assert set(USUAL_ACTION) <= set(SCENES)
+
+
+def test_a_suite_drawn_by_another_generator_version_is_redrawn(tmp_path, caplog):
+    from videodata.action_scene import GENERATOR_VERSION
+    from videodata.dataset import ensure_synthetic_suite
+    from zoo.recipe import load_recipe
+
+    out = tmp_path / "suite"
+    recipe = load_recipe("recipes/tiny/baseline.yaml", [
+        f"data.synthetic.out={out}", "data.synthetic.videos=6", f"data.train={out}/train.json", "data.eval={}"])
+    ensure_synthetic_suite(recipe)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["generator_version"] == GENERATOR_VERSION and manifest["videos"] == 6
+    first = (out / "train.json").stat().st_mtime_ns
+    ensure_synthetic_suite(recipe)  # current: kept as it is
+    assert (out / "train.json").stat().st_mtime_ns == first
+
+    manifest["generator_version"] = GENERATOR_VERSION - 1  # as an older STZoo left it
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with caplog.at_level("WARNING"):
+        ensure_synthetic_suite(recipe)
+    assert json.loads((out / "manifest.json").read_text())["generator_version"] == GENERATOR_VERSION
+    assert "redrawing" in caplog.text

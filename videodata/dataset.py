@@ -9,6 +9,7 @@ collate function drops and counts.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,8 @@ from videodata.transforms import FramePreprocess
 from zoo.batch import VideoBatch, VideoSample, collate
 from zoo.prompting import ConversationError, EncodedConversation, encode
 from zoo.schema import RecipeError
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -213,25 +216,29 @@ class SkippingCollate:
 
 
 def ensure_synthetic_suite(recipe, progress: bool = True) -> None:
-    """Generate the recipe's synthetic suite when its annotation files are not there yet."""
+    """Generate the recipe's synthetic suite when its files are not there, or were drawn by another
+    generator version or with another video count (a stale suite is redrawn, never reused)."""
     spec = recipe.data.synthetic
     if spec is None:
         return
+    from videodata.action_scene import GENERATOR_VERSION, generate_suite
+
     train = recipe.data.train if isinstance(recipe.data.train, list) else [recipe.data.train]
     wanted = [data_path(p) for p in [*train, *recipe.data.eval.values()] if p]
     for stage in recipe.train.stages:
         stage_train = stage.set.get("data.train")
         wanted += [data_path(p) for p in (stage_train if isinstance(stage_train, list) else [stage_train]) if p]
-    if all(p.exists() for p in wanted):
-        return
-    from videodata.action_scene import generate_suite
-
     out = data_path(spec.out)
     manifest = out / "manifest.json"
-    if manifest.exists():
-        existing = json.loads(manifest.read_text())
-        if existing.get("seed") != spec.seed:
-            raise RecipeError(f"data.synthetic.out: {out} holds a suite of seed {existing.get('seed')}, not {spec.seed}; choose another out directory")
+    existing = json.loads(manifest.read_text()) if manifest.exists() else {}
+    if existing and existing.get("seed") != spec.seed:
+        raise RecipeError(f"data.synthetic.out: {out} holds a suite of seed {existing.get('seed')}, not {spec.seed}; choose another out directory")
+    current = existing.get("generator_version") == GENERATOR_VERSION and existing.get("videos") == spec.videos
+    if current and all(p.exists() for p in wanted):
+        return
+    if existing and not current:
+        logger.warning("%s was drawn by generator version %s with %s videos; redrawing (version %s, %s videos)",
+                       out, existing.get("generator_version", 1), existing.get("videos"), GENERATOR_VERSION, spec.videos)
     generate_suite(out, seed=spec.seed, videos=spec.videos)
     missing = [p for p in wanted if not p.exists()]
     if missing:

@@ -2,6 +2,6 @@
 (backgrounds), co-occurring with a configurable bias, with UNSCENE-style test splits,
 multiple-choice and grounding questions. See docs/data_format.md."""
 
-from videodata.action_scene.suite import SuiteOptions, generate_suite
+from videodata.action_scene.suite import GENERATOR_VERSION, SuiteOptions, generate_suite
 
-__all__ = ["SuiteOptions", "generate_suite"]
+__all__ = ["GENERATOR_VERSION", "SuiteOptions", "generate_suite"]

@@ -167,7 +167,9 @@ def random_actor(rng: np.random.Generator) -> Actor:
     palette = [(230, 60, 60), (250, 200, 40), (240, 120, 200), (60, 220, 120), (255, 140, 0), (160, 90, 230)]
     return Actor(
         color=tuple(int(c) for c in jitter(rng, palette[rng.integers(len(palette))], 20)),
-        size=float(rng.uniform(0.22, 0.3)),
+        # Large enough to cover a patch of a tiny 32 x 32 encoder input (8-pixel patches):
+        # a smaller actor is invisible to the CPU-size models and only the scene is learnt.
+        size=float(rng.uniform(0.36, 0.44)),
         phase=float(rng.uniform(0, 2 * math.pi)),
         amplitude=float(rng.uniform(0.8, 1.2)),
         origin=(float(rng.uniform(0.3, 0.7)), float(rng.uniform(0.45, 0.65))),
@@ -204,7 +206,7 @@ def draw_actor(frame: np.ndarray, actor: Actor, center: tuple[float, float]) -> 
     """Paint a head and a body at ``center``; returns the normalised box (x1, y1, x2, y2)."""
     h, w = frame.shape[:2]
     body_h = actor.size
-    body_w = body_h * 0.45 * h / w
+    body_w = body_h * 0.55 * h / w
     cx = min(max(center[0], body_w / 2 + 0.01), 1 - body_w / 2 - 0.01)
     cy = min(max(center[1], body_h / 2 + 0.01), 1 - body_h / 2 - 0.01)
     ys, xs = np.mgrid[0:h, 0:w]

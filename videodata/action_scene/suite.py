@@ -23,6 +23,9 @@ from videodata.action_scene.vocabulary import ACTIONS, SCENES, judge_vocabulary
 from videodata.writer import write_video
 
 TEST_SPLITS = ("usual", "unusual", "scene_only")
+# Bumped whenever drawing or annotations change: a suite on disk of another version is redrawn,
+# never silently reused (2: actors large enough for a 32 x 32 encoder input).
+GENERATOR_VERSION = 2
 
 
 @dataclass
@@ -134,6 +137,7 @@ def generate_suite(out: str | Path, seed: int = 0, videos: int = 120, options: S
     with_actor = [c for c in train if c.action is not None]
     manifest = {
         "name": "synthetic action-scene suite",
+        "generator_version": GENERATOR_VERSION,
         "seed": seed,
         "videos": videos,
         "options": asdict(options),
