@@ -46,7 +46,7 @@ def apply_trainable(model: VideoLLM, patterns: list[str], stage: str) -> list[st
             trained.append(name)
     # A frozen tower runs without gradients: a stage that names encoder weights would otherwise
     # leave them silently unchanged. The stage's list decides.
-    if getattr(model.encoder, "frozen", False) and any(p.requires_grad for p in model.encoder.parameters()):
+    if model.encoder.frozen and any(p.requires_grad for p in model.encoder.parameters()):
         model.encoder.frozen = False
     return trained
 
