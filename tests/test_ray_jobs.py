@@ -65,7 +65,9 @@ def cluster(tmp_path_factory):
                                                   "STZOO_HOME": str(home)})
         yield servers
     finally:
-        started = set(local.ray_tree(servers)) | ({servers.mlflow_pid} if servers.mlflow_pid else set())
+        # The head's tree and whatever names its GCS address (the Ray client server is reparented to init).
+        started = (set(local.ray_tree(servers)) | local.processes_using(f"--address={servers.ray_address}")
+                   | ({servers.mlflow_pid} if servers.mlflow_pid else set()))
         local.stop_ray(servers)
         local.stop_mlflow(servers)
         assert not [pid for pid in started if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]

@@ -115,7 +115,7 @@ def start_ray(servers: LocalServers, num_cpus: int | None = None, env: dict | No
         raise RuntimeError(f"ray start failed: {result.stderr.strip().splitlines()[-1] if result.stderr.strip() else result.stdout[-300:]}")
     servers.ray_address = f"{LOOPBACK}:{gcs_port}"
     servers.dashboard_url = f"http://{LOOPBACK}:{dashboard_port}"
-    servers.ray_pids = sorted(processes_using(temp_dir.resolve()))
+    servers.ray_pids = sorted(processes_using(str(temp_dir.resolve()), f"--address={servers.ray_address}"))
     servers.save()
     wait_until(lambda: http_ok(f"{servers.dashboard_url}/api/version"), 90, "the Ray dashboard")
 
@@ -129,14 +129,16 @@ def ray_temp_dir(servers: LocalServers) -> Path:
     return Path(tempfile.gettempdir()) / f"stzoo-ray-{digest}"
 
 
-def processes_using(temp_dir: Path) -> set[int]:
-    """PIDs of the processes whose command line names this Ray head's temp dir (gcs_server, raylet, dashboard...)."""
+def processes_using(*markers: str) -> set[int]:
+    """PIDs of the processes whose command line names one of ``markers``: this head's temp dir
+    (gcs_server, raylet, dashboard...) or its GCS address (the Ray client server, which outlives
+    its parent and is reparented to init)."""
     import psutil
 
-    marker = str(temp_dir)
     found = set()
     for process in psutil.process_iter(["pid", "cmdline"]):
-        if any(marker in part for part in (process.info.get("cmdline") or [])):
+        parts = process.info.get("cmdline") or []
+        if any(marker in part for part in parts for marker in markers):
             found.add(process.info["pid"])
     return found
 
@@ -162,7 +164,7 @@ def stop_ray(servers: LocalServers, timeout: float = 20) -> None:
     if servers.ray_address is None:
         return
     processes = []
-    for pid in ray_tree(servers) | processes_using(ray_temp_dir(servers).resolve()):
+    for pid in ray_tree(servers) | processes_using(str(ray_temp_dir(servers).resolve()), f"--address={servers.ray_address}"):
         try:
             processes.append(psutil.Process(pid))
         except psutil.NoSuchProcess:
