@@ -7,7 +7,7 @@ failure is a VideoError whose message names the file and what is wrong with it.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -81,17 +81,16 @@ class DecordReader(VideoReader):
         total = len(reader)
         if total == 0:
             raise VideoError(f"video {path}: no decodable frame")
-        try:
-            first = reader[0]
-        except Exception as error:
-            raise VideoError(f"video {path}: no decodable frame ({_first_line(error)})") from None
-        info = VideoInfo(str(path), self.name, total, float(reader.get_avg_fps()), int(first.shape[1]), int(first.shape[0]))
-        indices = list(choose(info))
+        # The frame size is read off the decoded frames: decoding frame 0 only to learn it cost
+        # a seek and a decode per video. Samplers choose from the count and the rate.
+        counted = VideoInfo(str(path), self.name, total, float(reader.get_avg_fps()), 0, 0)
+        indices = list(choose(counted))
         _check_indices(path, indices, total)
         try:
-            return reader.get_batch(indices).asnumpy(), info
+            frames = reader.get_batch(indices).asnumpy()
         except Exception as error:
             raise VideoError(f"video {path}: decoding failed ({_first_line(error)}); the file may be truncated") from None
+        return frames, replace(counted, width=int(frames.shape[2]), height=int(frames.shape[1]))
 
 
 class PyAVReader(VideoReader):

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from zoo.recipe import PromptSpec
 
 IGNORE = -100
@@ -98,15 +100,10 @@ def encode(tokenizer, template: PromptSpec, turns: list[dict], for_generation: b
     offset = len(before) + len(template.video_placeholder)
     encoded_after = tokenizer(after, add_special_tokens=False, return_offsets_mapping=True)
     ids_after = list(encoded_after["input_ids"])
-    labels_after = []
-    fractions_after = []
-    for token, (start, end) in zip(ids_after, encoded_after["offset_mapping"]):
-        start, end = start + offset, end + offset
-        fractions_after.append(next((f for c_start, c_end, f in coordinates if start >= c_start and end <= c_end and end > start), -1.0))
-        in_answer = any(start < a_end and end > a_start for a_start, a_end in answers) if end > start else any(
-            a_start <= start < a_end for a_start, a_end in answers
-        )
-        labels_after.append(token if in_answer else IGNORE)
+    spans = np.asarray(encoded_after["offset_mapping"], dtype=np.int64).reshape(-1, 2) + offset
+    in_answer = _covered(spans, answers, len(text))
+    labels_after = [token if keep else IGNORE for token, keep in zip(ids_after, in_answer.tolist())]
+    fractions_after = _coordinate_fractions(spans, coordinates, len(text))
     return EncodedConversation(
         ids=ids_before + ids_after,
         labels=[IGNORE] * len(ids_before) + labels_after,
@@ -114,6 +111,32 @@ def encode(tokenizer, template: PromptSpec, turns: list[dict], for_generation: b
         question=question,
         fractions=[-1.0] * len(ids_before) + fractions_after if codec is not None else None,
     )
+
+
+def _covered(spans: np.ndarray, answers: list[tuple[int, int]], length: int) -> np.ndarray:
+    """Per token (character span [start, end)): does it overlap an answer? An empty token counts
+    when its position lies inside one. Vectorised: a sample's tokens times its turns add up."""
+    inside = np.zeros(length + 1, dtype=bool)
+    for start, end in answers:
+        inside[start:end] = True
+    prefix = np.concatenate([[0], np.cumsum(inside)])
+    starts, ends = spans[:, 0], spans[:, 1]
+    return np.where(ends > starts, prefix[ends] - prefix[starts] > 0, inside[starts])
+
+
+def _coordinate_fractions(spans: np.ndarray, coordinates: list[tuple[int, int, float]], length: int) -> list[float]:
+    """Per token: the fraction of the coordinate token it lies in (LAPE's blend), else -1."""
+    if not coordinates:
+        return [-1.0] * len(spans)
+    owner = np.full(length + 1, -1, dtype=np.int64)
+    for index, (start, end, _) in enumerate(coordinates):
+        owner[start:end] = index
+    ends_of = np.array([end for _, end, _ in coordinates] + [0])
+    values = np.array([fraction for _, _, fraction in coordinates] + [-1.0])
+    starts, ends = spans[:, 0], spans[:, 1]
+    index = owner[starts]
+    valid = (ends > starts) & (index >= 0) & (ends <= ends_of[index])
+    return np.where(valid, values[index], -1.0).tolist()
 
 
 def _rewrite(codec, text: str, answers: list[tuple[int, int]]):
