@@ -34,7 +34,12 @@ class BuildContext:
 class VisionEncoder(nn.Module):
     """Pixels (B, T, 3, H, W) -> FrameFeatures. Frozen unless the recipe says otherwise."""
 
-    frozen: bool = False  # True: runs without gradients and stays in eval mode
+    @property
+    def frozen(self) -> bool:
+        """No weight of the tower trains, so it runs without gradients and stays in eval mode.
+        Derived from requires_grad: whatever sets the trainable weights (the recipe's ``frozen``,
+        a training stage's list) decides, with no flag to keep in step."""
+        return not any(p.requires_grad for p in self.parameters())
 
     @property
     def embed_dim(self) -> int:

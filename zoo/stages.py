@@ -44,10 +44,6 @@ def apply_trainable(model: VideoLLM, patterns: list[str], stage: str) -> list[st
         param.requires_grad_(any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns))
         if param.requires_grad:
             trained.append(name)
-    # A frozen tower runs without gradients: a stage that names encoder weights would otherwise
-    # leave them silently unchanged. The stage's list decides.
-    if model.encoder.frozen and any(p.requires_grad for p in model.encoder.parameters()):
-        model.encoder.frozen = False
     return trained
 
 

@@ -75,7 +75,6 @@ class HFVisionTower(VisionEncoder):
         keep = check_layer(kind_name, select_layer, len(layers))
         del layers[keep:]
         self.model = model
-        self.frozen = frozen
         self._has_cls = has_cls
         self._mean, self._std = tuple(mean), tuple(std)
         self._captured: torch.Tensor | None = None

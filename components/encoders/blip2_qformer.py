@@ -60,7 +60,6 @@ class QFormerEncoder(VisionEncoder):
         if not ctx.meta:
             nn.init.normal_(self.query_tokens, std=qformer_cfg.initializer_range)
         self.cfg = cfg
-        self.frozen = cfg.frozen
         self._tokenizer = None
         if cfg.instruction:
             try:

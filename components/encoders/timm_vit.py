@@ -39,7 +39,6 @@ class TimmEncoder(VisionEncoder):
         if not hasattr(self.model, "patch_embed") or not hasattr(self.model, "blocks"):
             raise RecipeError(f"encoder 'timm': {cfg.model_name!r} is not a ViT (no patch_embed/blocks); use a ViT-family model")
         self.select_layer = cfg.select_layer
-        self.frozen = cfg.frozen
         blocks = len(self.model.blocks)
         if not (-blocks <= cfg.select_layer <= -1):
             raise RecipeError(f"encoder 'timm': select_layer {cfg.select_layer} is outside -1..-{blocks}")
