@@ -291,7 +291,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=defaults.seconds)
     p.add_argument("--span-range", type=float, nargs=2, metavar=("LOW", "HIGH"), default=list(defaults.span_range),
                    help="the actor's time on screen as a share of the clip")
-    p.add_argument("--workers", type=int, default=1, help="processes that render videos")
+    p.add_argument("--workers", type=int, default=defaults.workers, help="processes that render videos")
     p.set_defaults(run=cmd_data_synth)
     return root
 

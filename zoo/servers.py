@@ -115,7 +115,7 @@ def start_ray(servers: LocalServers, num_cpus: int | None = None, env: dict | No
         raise RuntimeError(f"ray start failed: {result.stderr.strip().splitlines()[-1] if result.stderr.strip() else result.stdout[-300:]}")
     servers.ray_address = f"{LOOPBACK}:{gcs_port}"
     servers.dashboard_url = f"http://{LOOPBACK}:{dashboard_port}"
-    servers.ray_pids = sorted(processes_using(str(temp_dir.resolve()), f"--address={servers.ray_address}"))
+    servers.ray_pids = sorted(head_processes(servers))
     servers.save()
     wait_until(lambda: http_ok(f"{servers.dashboard_url}/api/version"), 90, "the Ray dashboard")
 
@@ -143,6 +143,11 @@ def processes_using(*markers: str) -> set[int]:
     return found
 
 
+def head_processes(servers: LocalServers) -> set[int]:
+    """This head's processes found by what their command lines name: its temp dir or its GCS address."""
+    return processes_using(str(ray_temp_dir(servers).resolve()), f"--address={servers.ray_address}")
+
+
 def ray_tree(servers: LocalServers) -> set[int]:
     """The head's processes and all their descendants (workers, actors, job drivers) that are alive."""
     import psutil
@@ -164,7 +169,7 @@ def stop_ray(servers: LocalServers, timeout: float = 20) -> None:
     if servers.ray_address is None:
         return
     processes = []
-    for pid in ray_tree(servers) | processes_using(str(ray_temp_dir(servers).resolve()), f"--address={servers.ray_address}"):
+    for pid in ray_tree(servers) | head_processes(servers):
         try:
             processes.append(psutil.Process(pid))
         except psutil.NoSuchProcess:
