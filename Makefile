@@ -31,13 +31,13 @@ components: setup
 	$(BIN)/stzoo components
 
 demo: setup
-	$(BIN)/python -m zoo.demo
+	$(BIN)/python -m zoo.launch.demo
 
 bench: setup
 	$(BIN)/python -m benchmarks.run_all
 
 down: setup
-	$(BIN)/python -m zoo.demo --down
+	$(BIN)/python -m zoo.launch.demo --down
 
 clean:
 	rm -rf $(VENV) .stzoo runs

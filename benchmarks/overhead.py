@@ -18,8 +18,8 @@ import torch
 
 from tests.conftest import tiny_recipe
 from tests.test_model import make_batch
-from zoo.model import build_model
-from zoo.recipe import load_recipe, recipe_from_dict
+from zoo.model.video_llm import build_model
+from zoo.config.recipe import load_recipe, recipe_from_dict
 
 MEDIUM_LLM = {"hidden_size": 512, "intermediate_size": 1376, "num_hidden_layers": 8, "num_attention_heads": 8,
               "num_key_value_heads": 8, "max_position_embeddings": 4096}

@@ -19,8 +19,8 @@ RECIPES = ("baseline", "mash_vlm", "st_llm", "llava_st")
 ONE_CONFIG = """
 import json, resource, statistics, time, torch
 from tests.test_model import make_batch
-from zoo.model import build_model
-from zoo.recipe import load_recipe
+from zoo.model.video_llm import build_model
+from zoo.config.recipe import load_recipe
 recipe = load_recipe("recipes/tiny/{name}.yaml", ["train.stages=[]", "data.video.frames={frames}",
                      "model.compressor.sigma=4" if "{name}" == "llava_st" else "train.seed=0"])
 torch.manual_seed(0)
@@ -48,8 +48,8 @@ def measure(name: str, frames: int) -> dict:
 
 
 def paper_tokens() -> str:
-    from zoo.model import build_model
-    from zoo.recipe import load_recipe
+    from zoo.model.video_llm import build_model
+    from zoo.config.recipe import load_recipe
 
     lines = ["| recipe (paper scale) | " + " | ".join(f"T = {t}" for t in FRAMES) + " |", "|---|" + "---|" * len(FRAMES)]
     for name in RECIPES:

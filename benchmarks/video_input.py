@@ -16,8 +16,8 @@ import statistics
 import time
 from pathlib import Path
 
-from videodata.reader import open_reader
-from videodata.sampling import uniform_indices
+from zoo.data.reader import open_reader
+from zoo.data.sampling import uniform_indices
 
 FRAMES = 8
 
@@ -35,9 +35,9 @@ def throughput(read, files: list[Path], rounds: int = 3) -> list[float]:
 def reader_rows(suite: Path, count: int) -> tuple[str, dict]:
     import decord
 
-    from videodata.dataset import build_dataset
-    from zoo.model import build_model
-    from zoo.recipe import load_recipe
+    from zoo.data.dataset import build_dataset
+    from zoo.model.video_llm import build_model
+    from zoo.config.recipe import load_recipe
 
     recipe = load_recipe("recipes/tiny/baseline.yaml", [f"data.train={suite}/train.json", "data.eval={}", "data.synthetic=null"])
     model = build_model(recipe)
@@ -73,8 +73,8 @@ def reader_rows(suite: Path, count: int) -> tuple[str, dict]:
 def starvation_rows(suite: Path, steps: int = 30) -> str:
     import tempfile
 
-    from zoo.recipe import load_recipe
-    from zoo.train import Trainer
+    from zoo.config.recipe import load_recipe
+    from zoo.training.trainer import Trainer
 
     lines = ["| DataLoader workers | step time (s) | waiting for data (s) | share waiting |", "|---|---|---|---|"]
     for workers in (0, 1, 2):
@@ -98,7 +98,7 @@ def main(argv=None) -> str:
     args = parser.parse_args(argv)
     suite = Path(args.suite)
     if not (suite / "train.json").is_file():
-        from videodata.action_scene import generate_suite
+        from zoo.data.action_scene import generate_suite
 
         generate_suite(suite, seed=0, videos=200)
     readers, _ = reader_rows(suite, args.videos)

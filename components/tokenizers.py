@@ -10,7 +10,7 @@ from __future__ import annotations
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from zoo.schema import RecipeError
+from components.config import RecipeError
 
 BYTE_SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
 

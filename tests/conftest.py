@@ -13,68 +13,21 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from videodata.writer import write_video  # noqa: E402
+from zoo.data.writer import write_video  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
-
-TINY_LLM = {
-    "llama": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-              "num_key_value_heads": 2, "max_position_embeddings": 2048},
-    "qwen2": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-              "num_key_value_heads": 2, "max_position_embeddings": 2048, "use_sliding_window": False},
-}
-TINY_VIT = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 3, "num_attention_heads": 2,
-            "image_size": 32, "patch_size": 8}
-TINY_ENCODERS = {
-    "clip": {"name": "clip", "config": TINY_VIT},
-    "siglip": {"name": "siglip", "config": TINY_VIT},
-    "blip2_qformer": {"name": "blip2_qformer", "instruction_tokenizer": "byte", "config": {
-        "vision": TINY_VIT, "num_query_tokens": 4,
-        "qformer": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
-                    "cross_attention_frequency": 1, "vocab_size": 260, "max_position_embeddings": 64}}},
-    "timm": {"name": "timm", "model_name": "vit_tiny_patch16_224",
-             "model_kwargs": {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 2, "num_heads": 2}},
-}
-
-
-def tiny_recipe(encoder: str = "clip", llm: str = "llama", frames: int = 4, **model_overrides) -> dict:
-    """A tiny recipe as a dict (for recipe_from_dict): every mechanism, CPU size."""
-    model = {
-        "encoder": dict(TINY_ENCODERS[encoder]),
-        "projector": "mlp2x_gelu",
-        "compressor": "all_tokens",
-        "position": "rope",
-        "mask": "causal",
-        "llm": {"name": llm, "config": dict(TINY_LLM[llm]), "tokenizer": "byte", "attn_implementation": "sdpa"},
-    }
-    model.update(model_overrides)
-    return {"name": f"tiny_{encoder}_{llm}", "model": model, "data": {"video": {"frames": frames}},
-            "train": {"lr": 3e-3, "warmup_ratio": 0.0, "batch_size": 2, "max_steps": 10, "progress_bar": False}}
+from tests.helpers import moving_square_frames, tiny_recipe  # noqa: E402
 
 
 @pytest.fixture
 def build_tiny():
-    from zoo.model import build_model
-    from zoo.recipe import recipe_from_dict
+    from zoo.model.video_llm import build_model
+    from zoo.config.recipe import recipe_from_dict
 
     def build(**kwargs):
         torch.manual_seed(0)
         return build_model(recipe_from_dict(tiny_recipe(**kwargs)))
 
     return build
-
-
-def moving_square_frames(direction: str, frames: int = 8, size: int = 32, seed: int = 0) -> np.ndarray:
-    """A bright square moving left or right over a textured background: a task only motion can solve."""
-    rng = np.random.default_rng(seed)
-    background = rng.integers(40, 90, size=(size, size, 3), dtype=np.uint8)
-    out = np.repeat(background[None], frames, axis=0).copy()
-    start = rng.integers(2, 6) if direction == "right" else size - 10 - rng.integers(2, 6)
-    for t in range(frames):
-        x = start + (2 * t if direction == "right" else -2 * t)
-        y = 12 + rng.integers(-1, 2)
-        out[t, y : y + 8, x : x + 8] = (230, 200, 60)
-    return out
 
 
 @pytest.fixture

@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import REPO
-from videodata.action_scene import SuiteOptions, generate_suite
-from videodata.action_scene.render import position, random_actor, render
-from videodata.action_scene.vocabulary import ACTIONS, SCENES, USUAL_ACTION
-from videodata.formats import load_entries
-from videodata.reader import open_reader
+from tests.helpers import REPO
+from zoo.data.action_scene import SuiteOptions, generate_suite
+from zoo.data.action_scene.render import position, random_actor, render
+from zoo.data.action_scene.vocabulary import ACTIONS, SCENES, USUAL_ACTION
+from zoo.data.formats import load_entries
+from zoo.data.reader import open_reader
 
 FILES = ("train.json", "train_grounding.json", "test_binary.json", "test_open.json", "test_mc.json", "test_grounding.json")
 
@@ -145,9 +145,9 @@ def test_actions_differ_in_motion_not_in_looks():
 
 
 def test_a_suite_drawn_by_another_generator_version_is_redrawn(tmp_path, caplog):
-    from videodata.action_scene import GENERATOR_VERSION
-    from videodata.dataset import ensure_synthetic_suite
-    from zoo.recipe import load_recipe
+    from zoo.data.action_scene import GENERATOR_VERSION
+    from zoo.data.dataset import ensure_synthetic_suite
+    from zoo.config.recipe import load_recipe
 
     out = tmp_path / "suite"
     recipe = load_recipe("recipes/tiny/baseline.yaml", [

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from zoo.evaluation import evaluate
-from zoo.recipe import load_recipe
-from zoo.train import Trainer
+from zoo.evaluation.benchmark import evaluate
+from zoo.config.recipe import load_recipe
+from zoo.training.trainer import Trainer
 
 pytestmark = pytest.mark.slow
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.conftest import tiny_recipe
-from videodata.action_scene import SuiteOptions, generate_suite
-from zoo.attention import answer_attention, write_attention_report
-from zoo.model import build_model
-from zoo.recipe import recipe_from_dict
+from tests.helpers import tiny_recipe
+from zoo.data.action_scene import SuiteOptions, generate_suite
+from zoo.evaluation.attention_share import answer_attention, write_attention_report
+from zoo.model.video_llm import build_model
+from zoo.config.recipe import recipe_from_dict
 
 
 def test_answer_attention_splits_by_question_type_and_kind(tmp_path):

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import REPO
-from tests.test_model import make_batch
-from zoo.experiment import load_experiment
-from zoo.model import build_model
+from tests.helpers import REPO
+from tests.helpers import make_batch
+from zoo.config.experiment import load_experiment
+from zoo.model.video_llm import build_model
 
 EXPERIMENTS = sorted((REPO / "experiments").glob("*.yaml"))
 VARIANTS = [(path, variant) for path in EXPERIMENTS for variant in load_experiment(path).variants]

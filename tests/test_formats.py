@@ -10,8 +10,8 @@ import re
 import numpy as np
 import pytest
 
-from videodata.formats import AnnotationError
-from videodata.formats import (load_charades_sta, load_entries, load_llava_conversations, load_mvbench,
+from zoo.data.formats import AnnotationError
+from zoo.data.formats import (load_charades_sta, load_entries, load_llava_conversations, load_mvbench,
                                validate_entry)
 
 
@@ -226,7 +226,7 @@ def test_load_charades_sta_durations_from_json_and_csv(tmp_path):
 
 
 def test_load_charades_sta_reads_durations_from_the_videos(tmp_path):
-    from videodata.writer import write_video
+    from zoo.data.writer import write_video
 
     write_video(tmp_path / "videos" / "clip1.mp4", np.zeros((8, 32, 32, 3), dtype=np.uint8), fps=4)  # 2.0 s
     path = tmp_path / "sta.txt"

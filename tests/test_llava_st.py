@@ -12,14 +12,14 @@ from components.base import BuildContext
 from components.compressors.llava_st_packer import SpatialTemporalPacker
 from components.positions.lape import LAPE, CoordinateCodec
 from components.tokens import FrameFeatures, TokenKind
-from tests.conftest import tiny_recipe
-from tests.test_model import make_batch
-from videodata.grounding import GroundingStyle, parse_span
-from zoo.batch import VideoSample, collate
-from zoo.model import build_model
-from zoo.prompting import encode
-from zoo.recipe import load_recipe, recipe_from_dict
-from zoo.stages import build_stage_model, stage_recipe, write_handoff
+from tests.helpers import tiny_recipe
+from tests.helpers import make_batch
+from zoo.data.grounding import GroundingStyle, parse_span
+from zoo.data.batch import VideoSample, collate
+from zoo.model.video_llm import build_model
+from zoo.data.prompting import encode
+from zoo.config.recipe import load_recipe, recipe_from_dict
+from zoo.training.stages import build_stage_model, stage_recipe, write_handoff
 
 REPO_TINY = "recipes/tiny/llava_st.yaml"
 
@@ -241,8 +241,8 @@ def _merged_llm_weights(model):
 
 
 def test_a_stage_naming_no_parameter_is_refused():
-    from zoo.recipe import StageSpec
-    from zoo.schema import RecipeError
+    from zoo.config.recipe import StageSpec
+    from components.config import RecipeError
 
     recipe = load_recipe(REPO_TINY)
     stage = StageSpec(name="broken", trainable=["packer.*"])

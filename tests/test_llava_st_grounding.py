@@ -16,11 +16,11 @@ import json
 
 import pytest
 
-from evals.grounding import temporal_iou
-from videodata.action_scene import SuiteOptions, generate_suite
-from zoo.evaluation import evaluate
-from zoo.recipe import load_recipe
-from zoo.train import Trainer
+from zoo.evaluation.metrics.grounding import temporal_iou
+from zoo.data.action_scene import SuiteOptions, generate_suite
+from zoo.evaluation.benchmark import evaluate
+from zoo.config.recipe import load_recipe
+from zoo.training.trainer import Trainer
 
 pytestmark = pytest.mark.slow
 

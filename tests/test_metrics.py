@@ -7,13 +7,13 @@ import json
 
 import pytest
 
-from evals.answers import parse_choice, parse_yes_no
-from evals.grounding import (box_iou, score_spatial_grounding, score_spatiotemporal_grounding,
+from zoo.evaluation.metrics.answers import parse_choice, parse_yes_no
+from zoo.evaluation.metrics.grounding import (box_iou, score_spatial_grounding, score_spatiotemporal_grounding,
                              score_temporal_grounding, temporal_iou, tube_overlap)
-from evals.multiple_choice import score_multiple_choice
-from evals.open_ended import KeywordJudge, score_open_ended
-from evals.scoring import flatten_metrics, score, write_results
-from evals.unscene import score_binary
+from zoo.evaluation.metrics.multiple_choice import score_multiple_choice
+from zoo.evaluation.metrics.open_ended import KeywordJudge, score_open_ended
+from zoo.evaluation.metrics.scoring import flatten_metrics, score, write_results
+from zoo.evaluation.metrics.unscene import score_binary
 
 VOCABULARY = {
     "actions": {"skiing": ["skis"], "playing_basketball": ["basketball", "shooting hoops"],

@@ -10,27 +10,12 @@ import torch
 
 from components.base import MaskScheme
 from components.tokens import TokenKind
-from tests.conftest import TINY_ENCODERS, tiny_recipe
-from zoo.batch import VideoSample, collate
-from zoo.model import build_model
-from zoo.prompting import encode, question_turns
-from zoo.recipe import recipe_from_dict
-from zoo.schema import RecipeError
-
-
-def make_batch(model, questions=("What happens?", "Which way does it go?"), answers=("a square moves", "left"),
-               frames: int = 4, seed: int = 0):
-    generator = torch.Generator().manual_seed(seed)
-    size = model.encoder.image_size
-    samples = []
-    for question, answer in zip(questions, answers):
-        turns = question_turns(question) + [{"from": "gpt", "value": answer}]
-        conversation = encode(model.tokenizer, model.recipe.prompt, turns)
-        instruction = None
-        if model.encoder.instruction_tokenizer is not None:
-            instruction = model.encoder.instruction_tokenizer(conversation.question)["input_ids"]
-        samples.append(VideoSample(torch.randn(frames, 3, size, size, generator=generator), conversation, instruction))
-    return collate(samples, model.pad_id)
+from tests.helpers import TINY_ENCODERS, make_batch, tiny_recipe
+from zoo.data.batch import VideoSample, collate
+from zoo.model.video_llm import build_model
+from zoo.data.prompting import encode, question_turns
+from zoo.config.recipe import recipe_from_dict
+from components.config import RecipeError
 
 
 @pytest.mark.parametrize("encoder", sorted(TINY_ENCODERS))
@@ -172,7 +157,7 @@ def test_select_layer_truncation_gives_the_full_towers_hidden_state():
 
     from components.encoders.clip import CLIPEncoder
     from components.base import BuildContext
-    from tests.conftest import TINY_VIT
+    from tests.helpers import TINY_VIT
 
     torch.manual_seed(0)
     full = CLIPVisionModel(CLIPVisionConfig(**TINY_VIT)).eval()

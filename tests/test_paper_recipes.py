@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 # recipe -> (visual tokens per sample, parameters in billions (low, high))
 EXPECTED = {
@@ -39,10 +39,10 @@ def test_meta_build_reports_the_papers_sizes(name):
 
 
 def test_step_cost_on_a_hand_counted_model():
-    from tests.conftest import tiny_recipe
-    from zoo.cost import training_step_cost
-    from zoo.model import build_model
-    from zoo.recipe import recipe_from_dict
+    from tests.helpers import tiny_recipe
+    from zoo.model.cost import training_step_cost
+    from zoo.model.video_llm import build_model
+    from zoo.config.recipe import recipe_from_dict
 
     model = build_model(recipe_from_dict(tiny_recipe(frames=4)))
     cost = training_step_cost(model, world_size=2, gradient_checkpointing=False)

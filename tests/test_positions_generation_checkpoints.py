@@ -6,13 +6,13 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig
 
-from tests.conftest import TINY_LLM, tiny_recipe
-from tests.test_model import make_batch
-from zoo.batch import VideoSample, collate
-from zoo.model import VideoLLM, build_model
-from zoo.prompting import encode, question_turns
-from zoo.recipe import recipe_from_dict
-from zoo.weights import CheckpointError
+from tests.helpers import TINY_LLM, tiny_recipe
+from tests.helpers import make_batch
+from zoo.data.batch import VideoSample, collate
+from zoo.model.video_llm import VideoLLM, build_model
+from zoo.data.prompting import encode, question_turns
+from zoo.config.recipe import recipe_from_dict
+from components.weights import CheckpointError
 
 
 def expected_inv_freq(head_dim: int, theta: float = 10000.0) -> torch.Tensor:
@@ -126,7 +126,7 @@ def test_a_corrupted_or_mismatched_checkpoint_is_refused(tmp_path, build_tiny):
 def test_torch_checkpoints_load_weights_only(tmp_path):
     import pickle
 
-    from zoo.weights import read_state_dict
+    from components.weights import read_state_dict
 
     class NotATensor:
         def __reduce__(self):

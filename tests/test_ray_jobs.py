@@ -16,9 +16,9 @@ import psutil
 import pytest
 import yaml
 
-from tests.conftest import REPO, moving_square_frames, tiny_recipe
-from videodata.writer import write_video
-from zoo import servers as local
+from tests.helpers import REPO, moving_square_frames, tiny_recipe
+from zoo.data.writer import write_video
+from zoo.launch import servers as local
 
 pytestmark = pytest.mark.slow
 
@@ -166,7 +166,7 @@ def test_a_submitted_recipe_is_tracked_in_mlflow(cluster, task):
 
     import mlflow
 
-    from zoo.model import VideoLLM
+    from zoo.model.video_llm import VideoLLM
 
     mlflow.set_tracking_uri(cluster.mlflow_url)
     local_copy = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="model")

@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from components import registry
-from tests.conftest import REPO, tiny_recipe
-from zoo.recipe import load_recipe, recipe_from_dict
-from zoo.schema import RecipeError
+from tests.helpers import REPO, tiny_recipe
+from zoo.config.recipe import load_recipe, recipe_from_dict
+from components.config import RecipeError
 
 EXPECTED = {
     "encoder": {"clip", "blip2_qformer", "siglip", "timm"},

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import moving_square_frames, tiny_recipe
-from videodata.reader import VideoError, open_reader
-from videodata.writer import write_video
-from zoo.recipe import recipe_from_dict
-from zoo.schema import RecipeError
-from zoo.train import Trainer, TrainingError
+from tests.helpers import moving_square_frames, tiny_recipe
+from zoo.data.reader import VideoError, open_reader
+from zoo.data.writer import write_video
+from zoo.config.recipe import recipe_from_dict
+from components.config import RecipeError
+from zoo.training.trainer import Trainer, TrainingError
 
 
 # --- videos -----------------------------------------------------------------------------------
@@ -81,8 +81,8 @@ def _message(call) -> str:
 
 
 def test_odd_sizes_single_frames_short_videos_variable_rate_and_large_frames(tmp_path):
-    from videodata.sampling import uniform_indices
-    from videodata.transforms import FramePreprocess
+    from zoo.data.sampling import uniform_indices
+    from zoo.data.transforms import FramePreprocess
 
     reader = open_reader("decord")
     preprocess = FramePreprocess(32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
@@ -150,7 +150,7 @@ def test_out_of_range_rates_and_missing_pretrained_paths(tmp_path):
     payload = tiny_recipe()
     payload["model"]["encoder"]["pretrained"] = str(tmp_path / "no_such_clip")
     payload["model"]["encoder"].pop("config")
-    from zoo.model import build_model
+    from zoo.model.video_llm import build_model
 
     with pytest.raises(RecipeError) as error:
         build_model(recipe_from_dict(payload))
@@ -164,7 +164,7 @@ def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path,
     recipe = recipe_for(direction_dataset(8), skip_bad_videos=False)
     recipe.train.save_every = 1
     trainer = Trainer(recipe, output_dir=tmp_path / "run", device="cpu")
-    import zoo.checkpoint as checkpoint
+    import zoo.model.checkpoint as checkpoint
 
     original = checkpoint.save_model
     calls = {"n": 0}
@@ -183,7 +183,7 @@ def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path,
     assert "step 2" in message and "No space left on device" in message and "step-0000001 is intact" in message
     checkpoints = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
     assert checkpoints == ["step-0000001"]  # no half-written directory left behind
-    from zoo.model import VideoLLM
+    from zoo.model.video_llm import VideoLLM
 
     VideoLLM.from_pretrained(tmp_path / "run" / "checkpoints" / "step-0000001" / "model")  # still loads
 
@@ -191,8 +191,8 @@ def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path,
 def test_metrics_survive_an_mlflow_outage(tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from zoo import servers as local
-    from zoo.tracking import MLflowMetrics
+    from zoo.launch import servers as local
+    from zoo.runs.tracking import MLflowMetrics
 
     servers = local.LocalServers(home=str(tmp_path / "home"))
     port = local.free_port()
@@ -223,8 +223,8 @@ def test_metrics_survive_an_mlflow_outage(tmp_path):
 
 
 def test_bad_conversations_name_the_turn(direction_dataset):
-    from zoo.prompting import ConversationError, render
-    from zoo.recipe import PromptSpec
+    from zoo.data.prompting import ConversationError, render
+    from zoo.config.recipe import PromptSpec
 
     with pytest.raises(ConversationError, match="turn 2: more than one <video>"):
         render(PromptSpec(), [{"from": "human", "value": "<video> a"}, {"from": "gpt", "value": "b"},

@@ -8,10 +8,10 @@ import torch
 from components.base import BuildContext
 from components.compressors.st_llm_masking import STLLMMasking
 from components.tokens import FrameFeatures, TokenKind
-from tests.conftest import tiny_recipe
-from tests.test_model import make_batch
-from zoo.model import build_model
-from zoo.recipe import recipe_from_dict
+from tests.helpers import tiny_recipe
+from tests.helpers import make_batch
+from zoo.model.video_llm import build_model
+from zoo.config.recipe import recipe_from_dict
 
 
 def compressor(**options) -> STLLMMasking:
@@ -187,8 +187,8 @@ def test_a_lavis_format_checkpoint_lands_weight_by_weight(tmp_path):
 
 
 def test_an_eva_only_file_and_a_mismatched_file(tmp_path):
-    from zoo.checkpoint_import import import_checkpoints
-    from zoo.weights import CheckpointError
+    from zoo.model.checkpoint_import import import_checkpoints
+    from components.weights import CheckpointError
 
     model = st_llm_model()
     official = lavis_checkpoint(model)

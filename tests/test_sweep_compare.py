@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO
-from zoo import servers as local
+from tests.helpers import REPO
+from zoo.launch import servers as local
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -42,7 +42,7 @@ def stzoo(*args, env):
 def test_a_sweep_compared_in_a_table_and_in_the_mlflow_ui(mlflow_server, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from videodata.action_scene import SuiteOptions, generate_suite
+    from zoo.data.action_scene import SuiteOptions, generate_suite
 
     suite = tmp_path / "suite"
     generate_suite(suite, seed=2, videos=30, options=SuiteOptions(seconds=1.0))

@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 
-from tests.conftest import tiny_recipe
-from zoo.model import VideoLLM
-from zoo.recipe import recipe_from_dict
-from zoo.schema import RecipeError
-from zoo.train import Trainer, TrainingError
+from tests.helpers import tiny_recipe
+from zoo.model.video_llm import VideoLLM
+from zoo.config.recipe import recipe_from_dict
+from components.config import RecipeError
+from zoo.training.trainer import Trainer, TrainingError
 
 
 def direction_recipe(train_file, steps=30, **train):
@@ -102,7 +102,7 @@ def test_a_sequence_longer_than_the_context_is_refused_before_the_first_step(dir
 
 @pytest.fixture(scope="module")
 def small_suite(tmp_path_factory):
-    from videodata.action_scene import SuiteOptions, generate_suite
+    from zoo.data.action_scene import SuiteOptions, generate_suite
 
     out = tmp_path_factory.mktemp("suite")
     generate_suite(out, seed=1, videos=60, options=SuiteOptions(train_share=1.0, seconds=2.0))
@@ -111,7 +111,7 @@ def small_suite(tmp_path_factory):
 
 @pytest.mark.parametrize("name", ["baseline", "mash_vlm", "st_llm", "llava_st"])
 def test_each_tiny_recipe_trains_on_the_suite_and_its_loss_falls(name, small_suite, tmp_path):
-    from zoo.recipe import load_recipe
+    from zoo.config.recipe import load_recipe
 
     overrides = [f"data.train={small_suite}/train.json", "data.eval={}", "data.synthetic=null",
                  "train.max_steps=40", "train.progress_bar=false", "train.stages=[]", "train.lr=2.0e-3"]

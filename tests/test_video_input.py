@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import REPO, moving_square_frames
-from videodata.reader import VideoError, open_reader
-from videodata.sampling import fixed_indices, fps_count, local_positions, uniform_indices
-from videodata.transforms import FramePreprocess
-from videodata.writer import write_video
+from tests.helpers import REPO, moving_square_frames
+from zoo.data.reader import VideoError, open_reader
+from components.compressors.st_llm_masking import local_positions
+from zoo.data.sampling import fixed_indices, fps_count, uniform_indices
+from zoo.data.transforms import FramePreprocess
+from zoo.data.writer import write_video
 
 
 @pytest.fixture
@@ -42,7 +43,7 @@ def test_samplers_pick_hand_computed_indices():
     assert uniform_indices(3, 6) == [0, 0, 1, 1, 2, 2]  # short videos repeat frames
     assert fixed_indices(3, 5) == [0, 1, 2, 2, 2]
     assert local_positions(64, 16) == list(range(2, 64, 4))  # ST-LLM: int(seg/2 + round(seg*i)), seg = 4
-    from videodata.reader import VideoInfo
+    from zoo.data.reader import VideoInfo
 
     ten_seconds = VideoInfo("v", "decord", 300, 30.0, 64, 64)
     assert fps_count(ten_seconds, 1.0, 4, 16) == 10

@@ -1,1 +1,11 @@
-"""The assembled video LLM: recipe -> model, forward, losses, generate, save/load, training."""
+"""STZoo above the components, as floors; each imports only the floors below it:
+
+    cli, launch     the stzoo command; Ray Train launcher, loopback servers, the demo
+    runs            MLflow tracking, run_recipe (train every stage, log, evaluate), sweeps, comparisons
+    training        the training loop, progressive stages, DDP/DeepSpeed strategies
+    evaluation      benchmarks, metrics, where answers look
+    model           VideoLLM: recipe -> model, forward, losses, generation, checkpoints, cost
+    data            readers, samplers, transforms, prompts, batches, datasets, the synthetic suite
+    config          recipes and experiment files
+    (components)    the registry and every building block, below all of zoo
+"""

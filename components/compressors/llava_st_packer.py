@@ -28,7 +28,7 @@ from torch import nn
 from components.base import BuildContext, Compressor
 from components.registry import register
 from components.tokens import FrameFeatures, TokenKind, VisualTokens, grid_positions
-from zoo.schema import RecipeError, bounded
+from components.config import RecipeError, bounded
 
 
 class ProjectionMLP(nn.Sequential):

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from components.base import BuildContext, Compressor
 from components.registry import register
 from components.tokens import NO_INDEX, FrameFeatures, TokenKind, VisualTokens, grid_positions
-from zoo.schema import RecipeError, bounded
+from components.config import RecipeError, bounded
 
 TEMPORAL_FEATURES = ("cls", "pooled", "difference")
 

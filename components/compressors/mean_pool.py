@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from components.base import BuildContext, Compressor
 from components.registry import register
 from components.tokens import NO_INDEX, FrameFeatures, TokenKind, VisualTokens, grid_positions
-from zoo.schema import RecipeError, bounded
+from components.config import RecipeError, bounded
 
 
 @register("compressor", "mean_pool", "mean over groups of frames (default: all) and optionally over s x s patch cells")

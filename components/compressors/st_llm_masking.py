@@ -27,10 +27,18 @@ from torch import nn
 from components.base import BuildContext, Compressor
 from components.registry import register
 from components.tokens import NO_INDEX, FrameFeatures, TokenKind, TokenSequence, VisualTokens, grid_positions
-from videodata.sampling import local_positions
-from zoo.schema import RecipeError, bounded
+from components.config import RecipeError, bounded
 
 RATE_BOUNDS = {"paper": (0.3, 0.7), "official_code": (0.1, 0.7)}
+
+
+def local_positions(global_frames: int, local_frames: int) -> list[int]:
+    """Positions among the global frames that keep their own tokens: int(seg / 2 + round(seg * i)), seg = T / R."""
+    if local_frames > global_frames:
+        raise ValueError(f"{local_frames} local frames cannot be chosen among {global_frames} global ones")
+    segment = global_frames / local_frames
+    return [min(global_frames - 1, int(segment / 2 + round(segment * i))) for i in range(local_frames)]
+
 
 
 @dataclass

@@ -14,7 +14,8 @@ from torch import nn
 
 from components.base import BuildContext, VisionEncoder
 from components.tokens import FrameFeatures
-from zoo.schema import RecipeError
+from components.config import RecipeError
+from components.weights import unreachable_message
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -35,16 +36,6 @@ def resolve_config(kind_name: str, config_class, pretrained: str | None, config,
             raise RecipeError(unreachable_message(kind_name, pretrained, error)) from None
         return loaded
     raise RecipeError(f"{kind_name}: give pretrained: (a local directory or hub id) or config: (a preset name or config fields)")
-
-
-def unreachable_message(kind_name: str, pretrained: str, error: Exception) -> str:
-    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-    where = "is not a local directory" + (" and HF_HUB_OFFLINE=1 keeps the hub out" if offline else " and the hub did not serve it")
-    return (
-        f"{kind_name}: could not load {pretrained!r}: it {where} ({type(error).__name__}: {str(error).splitlines()[0][:160]}). "
-        "Download it where the hub is reachable (hf download ID --local-dir DIR) and set pretrained: to DIR, "
-        "or give config: to build without weights"
-    )
 
 
 def check_layer(kind_name: str, select_layer: int, num_layers: int) -> int:

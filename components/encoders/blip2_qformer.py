@@ -20,11 +20,12 @@ from transformers import (
 )
 
 from components.base import BuildContext, VisionEncoder
-from components.encoders._hf_vision import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, unreachable_message
+from components.encoders._hf_vision import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+from components.weights import load_prefixed_state_dict, unreachable_message
 from components.registry import register
 from components.tokenizers import load_tokenizer
 from components.tokens import FrameFeatures
-from zoo.schema import RecipeError
+from components.config import RecipeError
 
 PRESETS = {
     # Salesforce/instructblip-vicuna-7b: EVA ViT-g/14 (39 layers, 1408-d) + 12-layer Q-Former, 32 queries
@@ -99,8 +100,6 @@ class QFormerEncoder(VisionEncoder):
 
     def load_hf_checkpoint(self, pretrained: str) -> None:
         """Vision tower, Q-Former and query tokens from an HF InstructBLIP checkpoint; the LLM part is skipped."""
-        from zoo.weights import load_prefixed_state_dict
-
         state = load_prefixed_state_dict(pretrained, {"vision_model.": "vision.", "qformer.": "qformer.", "query_tokens": "query_tokens"},
                                          owner="encoder 'blip2_qformer'")
         missing, unexpected = self.load_state_dict(state, strict=False)

@@ -10,7 +10,7 @@ import torch
 from components.base import BuildContext, VisionEncoder
 from components.registry import register
 from components.tokens import FrameFeatures
-from zoo.schema import RecipeError
+from components.config import RecipeError
 
 
 @register("encoder", "timm", "any timm ViT by model name (EVA, DINOv2, SigLIP variants): patch tokens, first prefix token as CLS")

@@ -16,9 +16,9 @@ from torch import nn
 from transformers import AutoModelForCausalLM
 
 from components.base import BuildContext
-from components.encoders._hf_vision import unreachable_message
+from components.weights import unreachable_message
 from components.tokenizers import load_tokenizer
-from zoo.schema import RecipeError, bounded
+from components.config import RecipeError, bounded
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

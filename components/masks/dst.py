@@ -23,7 +23,7 @@ import torch
 from components.base import BuildContext, MaskScheme
 from components.registry import register
 from components.tokens import TokenKind, TokenSequence
-from zoo.schema import RecipeError
+from components.config import RecipeError
 
 KINDS = len(TokenKind)
 

@@ -5,7 +5,7 @@
   follow it, so the text vocabulary is untouched and LoRA never touches them.
 - Coordinates in text: "<t20.37>" (a bin position) is the token <t20> with fraction 0.37: as
   input, the blend 0.63 * E[<t20>] + 0.37 * E[<t21>]; as a target, a two-hot label with those
-  weights. A model's output token <tk> means k / (M - 1) (videodata.grounding parses it).
+  weights. A model's output token <tk> means k / (M - 1) (zoo.data.grounding parses it).
 - Visual positional embedding (Eq. 5): per axis the mean of a coordinate's input and output
   rows, linearly interpolated to the frame count (time) and to the feature grid (height,
   width), and added as T[t] + H[row] + W[col] to the projector output before the packer.
@@ -28,7 +28,7 @@ from components import registry
 from components.base import BuildContext, Compressor, PositionScheme
 from components.registry import register
 from components.tokens import FrameFeatures, TokenSequence
-from zoo.schema import ComponentSpec, RecipeError, bounded, component
+from components.config import ComponentSpec, RecipeError, bounded, component
 
 AXES = ("t", "h", "w")  # table order: time, height, width
 MARKUP = re.compile(r"<([thw])(\d+(?:\.\d+)?)>")

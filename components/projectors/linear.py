@@ -9,6 +9,7 @@ from torch import nn
 
 from components.base import BuildContext, Projector
 from components.registry import register
+from components.weights import CheckpointError, load_prefixed_state_dict
 
 
 @register("projector", "linear", "one Linear layer: vision dim -> LLM hidden size (ST-LLM, BLIP-2)")
@@ -23,8 +24,6 @@ class LinearProjector(Projector):
         super().__init__()
         self.proj = nn.Linear(ctx.encoder_dim, ctx.llm_hidden_size, bias=cfg.bias)
         if cfg.pretrained and ctx.load_pretrained and not ctx.meta:
-            from zoo.weights import CheckpointError, load_prefixed_state_dict
-
             state = load_prefixed_state_dict(cfg.pretrained, {cfg.pretrained_prefix: ""}, owner="projector 'linear'")
             try:
                 self.proj.load_state_dict(state)

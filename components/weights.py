@@ -1,0 +1,101 @@
+"""Reading weights: safetensors (whole or sharded), or torch files with weights_only=True.
+
+Nothing here unpickles arbitrary objects: a checkpoint is data, never code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from huggingface_hub import snapshot_download
+from safetensors.torch import load_file
+
+from components.config import RecipeError
+
+
+class CheckpointError(RecipeError):
+    """A checkpoint that is missing, corrupt, or does not match the model."""
+
+
+def unreachable_message(kind_name: str, pretrained: str, error: Exception) -> str:
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    where = "is not a local directory" + (" and HF_HUB_OFFLINE=1 keeps the hub out" if offline else " and the hub did not serve it")
+    return (
+        f"{kind_name}: could not load {pretrained!r}: it {where} ({type(error).__name__}: {str(error).splitlines()[0][:160]}). "
+        "Download it where the hub is reachable (hf download ID --local-dir DIR) and set pretrained: to DIR, "
+        "or give config: to build without weights"
+    )
+
+
+def local_directory(pretrained: str, owner: str, patterns: tuple[str, ...] = ("*.json", "*.safetensors")) -> Path:
+    """A local directory holding ``pretrained``: the path itself, or the hub snapshot (cached, or downloaded when allowed)."""
+    path = Path(pretrained)
+    if path.exists():
+        return path
+    try:
+        return Path(snapshot_download(pretrained, allow_patterns=list(patterns)))
+    except Exception as error:  # the hub client raises many types; all mean "not available here"
+        raise CheckpointError(unreachable_message(owner, pretrained, error)) from None
+
+
+def read_state_dict(path: Path, owner: str) -> dict[str, torch.Tensor]:
+    """All tensors of a safetensors file, a sharded safetensors directory, or a torch file (weights only)."""
+    if path.is_dir():
+        index = path / "model.safetensors.index.json"
+        if index.is_file():
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            state: dict[str, torch.Tensor] = {}
+            for shard in shards:
+                state.update(read_state_dict(path / shard, owner))
+            return state
+        torch_index = path / "pytorch_model.bin.index.json"
+        if torch_index.is_file():  # older releases (LLaVA-1.5) ship torch shards
+            shards = sorted(set(json.loads(torch_index.read_text())["weight_map"].values()))
+            state = {}
+            for shard in shards:
+                state.update(read_state_dict(path / shard, owner))
+            return state
+        files = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin")) or sorted(path.glob("*.pth"))
+        if not files:
+            raise CheckpointError(f"{owner}: {path} holds no weights (.safetensors, .bin or .pth)")
+        state = {}
+        for file in files:
+            state.update(read_state_dict(file, owner))
+        return state
+    if not path.is_file():
+        raise CheckpointError(f"{owner}: checkpoint file {path} not found")
+    if path.suffix == ".safetensors":
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as error:
+            raise CheckpointError(f"{owner}: {path} is not a readable safetensors file ({error}); re-save or re-download it") from None
+    try:
+        loaded = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
+        raise CheckpointError(
+            f"{owner}: {path} could not be read as weights ({type(error).__name__}: {str(error).splitlines()[0][:160]}); "
+            "it is corrupt, or it holds objects other than tensors (only weights are ever loaded)"
+        ) from None
+    if isinstance(loaded, dict) and "model" in loaded and isinstance(loaded["model"], dict):
+        loaded = loaded["model"]  # LAVIS and many training scripts nest the weights under "model"
+    if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+        raise CheckpointError(f"{owner}: {path} does not hold a mapping of names to tensors")
+    return loaded
+
+
+def load_prefixed_state_dict(pretrained: str, prefixes: dict[str, str], owner: str) -> dict[str, torch.Tensor]:
+    """The tensors of ``pretrained`` whose names start with a key of ``prefixes``, renamed to its value."""
+    state = read_state_dict(local_directory(pretrained, owner), owner)
+    out = {}
+    for name, tensor in state.items():
+        for old, new in prefixes.items():
+            if name.startswith(old):
+                out[new + name[len(old):]] = tensor
+                break
+    if not out:
+        raise CheckpointError(f"{owner}: {pretrained!r} has no weights under {', '.join(prefixes)}")
+    return out

@@ -1,1 +1,0 @@
-"""Benchmarks and metrics: UNSCENE binary, open-ended judge, multiple choice, grounding."""

@@ -1,1 +1,0 @@
-"""Video input: readers, frame samplers, preprocessing, datasets, the synthetic action-scene suite."""

@@ -1,0 +1,7 @@
+"""``python -m zoo.cli``: the same as the ``stzoo`` command."""
+
+import sys
+
+from zoo.cli import main
+
+sys.exit(main())

@@ -1,0 +1,25 @@
+"""stzoo compare: an experiment's runs as a paper-style table, bar charts and loss curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from zoo.config.experiment import load_experiment
+from zoo.runs.compare import compare
+
+
+def add_parser(subcommands) -> None:
+    p = subcommands.add_parser("compare", help="an experiment's runs as a paper-style table, charts and loss curves")
+    p.add_argument("experiment")
+    p.add_argument("--scale", choices=["paper", "tiny"], default="paper")
+    p.add_argument("--out", help="output directory (default: experiments/results/NAME_SCALE)")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    experiment = load_experiment(args.experiment)
+    out = Path(args.out or f"experiments/results/{experiment.name}_{args.scale}")
+    comparison = compare(experiment, args.scale, out)
+    print(comparison.markdown())
+    print(f"\nwritten to {out}/ (table.md, table.csv, metrics.png, training_loss.png)")
+    return 0

@@ -1,0 +1,30 @@
+"""stzoo eval: a model's metrics on one benchmark annotation file, with results.json and predictions.jsonl."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from zoo.evaluation.benchmark import evaluate
+from zoo.evaluation.metrics.scoring import flatten_metrics
+from zoo.runs.tracking import load_model
+
+
+def add_parser(subcommands) -> None:
+    p = subcommands.add_parser("eval", help="evaluate a model on a benchmark annotation file")
+    p.add_argument("model", help="a checkpoint directory or an MLflow run (runs:/ID)")
+    p.add_argument("--benchmark", required=True, help="an annotation file in the STZoo schema")
+    p.add_argument("--out", help="directory for results.json and predictions.jsonl")
+    p.add_argument("--max-samples", type=int)
+    p.add_argument("--device", default=None)
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    model = load_model(args.model, args.device)
+    out = Path(args.out) if args.out else None
+    results = evaluate(model, args.benchmark, out_dir=out, max_samples=args.max_samples, progress=True)
+    for key, value in flatten_metrics(results).items():
+        print(f"{key:<48} {value:.2f}")
+    if out:
+        print(f"results: {out / 'results.json'}  predictions: {out / 'predictions.jsonl'}")
+    return 0

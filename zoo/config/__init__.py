@@ -1,0 +1,1 @@
+"""Recipes (YAML -> typed Recipe) and experiment files (a base recipe, variants, seeds)."""

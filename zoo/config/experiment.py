@@ -1,0 +1,89 @@
+"""Experiment files: a base recipe, named variants (override sets) and seeds.
+
+    name: mash_vlm_table7
+    paper: MASH-VLM Table 7 (positional embeddings)
+    base: ../recipes/mash_vlm.yaml          # paper scale
+    tiny: ../recipes/tiny/mash_vlm.yaml     # CPU scale, same mechanisms
+    seeds: [0, 1, 2]
+    columns: [binary.avg, multiple_choice.accuracy]
+    set: {model.mask.name: dst}              # applied to every variant
+    variants:
+      distinct_only: {set: {model.position.ids: distinct_only}, paper: {UNSCENE Binary: 45.36, MVBench: 55.51}}
+
+A variant may name ``evaluate_from: OTHER``: it is not trained, OTHER's model is
+evaluated under this variant's overrides (inference-time ablations, MASH-VLM Table 10).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from zoo.config.recipe import Recipe, _load_chain, apply_overrides, recipe_from_dict
+from components.config import RecipeError, Sources, validate
+
+
+@dataclass
+class Variant:
+    set: dict[str, Any] = field(default_factory=dict)
+    base: str | None = None  # this variant's own recipes (comparing architectures), else the experiment's
+    tiny: str | None = None
+    description: str = ""
+    evaluate_from: str | None = None
+    paper: dict[str, float | None] = field(default_factory=dict)  # the paper's numbers for this row (None: not reported)
+
+
+@dataclass
+class Experiment:
+    name: str
+    variants: dict[str, Variant]
+    base: str | None = None
+    tiny: str | None = None
+    description: str = ""
+    paper: str = ""
+    seeds: list[int] = field(default_factory=lambda: [0])
+    columns: list[str] = field(default_factory=list)
+    set: dict[str, Any] = field(default_factory=dict)
+    source: str | None = None
+
+    def recipe_path(self, scale: str = "paper", variant: str | None = None) -> Path:
+        own = self.variants[variant] if variant else None
+        chosen = (own.tiny or self.tiny) if scale == "tiny" and own else (own.base or self.base) if own else (
+            self.tiny if scale == "tiny" else self.base)
+        if chosen is None:
+            raise RecipeError(f"{self.source}: no {scale} recipe (set '{'tiny' if scale == 'tiny' else 'base'}:')")
+        return (Path(self.source).parent / chosen).resolve()
+
+    def recipe(self, variant: str, seed: int | None = None, scale: str = "paper", extra: list[str] | None = None) -> Recipe:
+        """The resolved recipe of one variant (and seed)."""
+        if variant not in self.variants:
+            raise RecipeError(f"{self.source}: no variant {variant!r}; variants: {', '.join(self.variants)}")
+        path = self.recipe_path(scale, variant)
+        sources = Sources(default=str(path))
+        data = _load_chain(path, sources)
+        data = apply_overrides(data, self.set, sources, source=f"{self.source} (set)")
+        data = apply_overrides(data, self.variants[variant].set, sources, source=f"{self.source} (variant {variant})")
+        if seed is not None:
+            data = apply_overrides(data, {"train.seed": seed}, sources, source=f"{self.source} (seed)")
+        data = apply_overrides(data, list(extra or []), sources)
+        data["name"] = f"{self.name}.{variant}"
+        return recipe_from_dict(data, sources, source=str(path))
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"{path}: experiment file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise RecipeError(f"{path}: not valid YAML: {error}") from None
+    experiment = validate(Experiment, data, "", Sources(default=str(path)))
+    experiment.source = str(path)
+    for name, variant in experiment.variants.items():
+        if variant.evaluate_from is not None and variant.evaluate_from not in experiment.variants:
+            raise RecipeError(f"{path}: variants.{name}.evaluate_from: no variant {variant.evaluate_from!r}")
+    return experiment

@@ -1,0 +1,1 @@
+"""Video input and text: readers, samplers, transforms, prompts, batches, datasets, formats, the synthetic suite."""

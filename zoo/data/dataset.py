@@ -1,0 +1,251 @@
+"""Annotation entries -> encoded samples (frames decoded, preprocessed, conversation tokenized).
+
+Decoding happens in ``__getitem__``, so a DataLoader with workers decodes in worker
+processes. A video that cannot be read stops the run with a message naming the entry,
+or, when the recipe sets ``data.skip_bad_videos``, becomes a SkippedSample that the
+collate function drops and counts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch.utils.data import Dataset
+
+from zoo.data.formats import AnnotationError, load_entries
+from zoo.data.grounding import DECIMAL, GROUNDING_TASKS, GroundingStyle, grounding_answer
+from zoo.data.reader import VideoError, open_reader
+from zoo.data.sampling import frame_indices
+from zoo.data.transforms import FramePreprocess
+from zoo.data.batch import VideoBatch, VideoSample, collate
+from zoo.data.prompting import ConversationError, EncodedConversation, encode
+from components.config import RecipeError
+from zoo.data.action_scene import GENERATOR_VERSION, generate_suite
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SkippedSample:
+    reason: str
+
+
+def load_annotations(path: str | Path) -> list[dict]:
+    """A JSON list of entries in the STZoo schema (docs/data_format.md), checked entry by entry."""
+    return load_entries(path)
+
+
+def data_path(path: str | Path) -> Path:
+    """A recipe's data path: absolute as given, relative to $STZOO_DATA_ROOT when set, else to the cwd."""
+    path = Path(path).expanduser()
+    if path.is_absolute():
+        return path
+    root = os.environ.get("STZOO_DATA_ROOT")
+    return (Path(root) / path) if root else path
+
+
+def resolve_video(entry: dict, annotation_dir: Path, video_root: str | None) -> Path:
+    video = Path(entry["video"])
+    if video.is_absolute():
+        return video
+    return (data_path(video_root) if video_root else annotation_dir) / video
+
+
+class ConversationDataset(Dataset):
+    def __init__(self, entries: list[dict], annotation_dir: Path, *, video_spec, preprocess: FramePreprocess,
+                 tokenizer, template, instruction_tokenizer=None, max_instruction_tokens: int = 128,
+                 video_root: str | None = None, skip_bad_videos: bool = False, for_generation: bool = False,
+                 source: str = "<annotations>", codec=None, grounding_style: GroundingStyle = DECIMAL):
+        self.entries = entries
+        self.annotation_dir = Path(annotation_dir)
+        self.video_spec = video_spec
+        self.reader = open_reader(video_spec.reader)
+        self.preprocess = preprocess
+        self.tokenizer = tokenizer
+        self.template = template
+        self.instruction_tokenizer = instruction_tokenizer
+        self.max_instruction_tokens = max_instruction_tokens
+        self.video_root = video_root
+        self.skip_bad_videos = skip_bad_videos
+        self.for_generation = for_generation
+        self.source = source
+        self.codec = codec  # the position scheme's coordinate codec (LAPE), or None
+        self.grounding_style = grounding_style
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def turns(self, index: int) -> list[dict]:
+        entry = self.entries[index]
+        turns = entry["conversations"]
+        if self.for_generation:
+            return turns[:1]
+        if entry.get("task") in GROUNDING_TASKS and "target" in entry and len(turns) == 2:
+            # Written from the numeric target in this model's style (coordinate tokens for LAPE).
+            answer = grounding_answer(entry["task"], entry["target"], self.grounding_style)
+            return [turns[0], {**turns[1], "value": answer}]
+        return turns
+
+    def encode_text(self, index: int) -> EncodedConversation:
+        """The entry's conversation tokenized, without touching its video."""
+        entry = self.entries[index]
+        try:
+            return encode(self.tokenizer, self.template, self.turns(index), self.for_generation, self.template.add_bos,
+                          codec=self.codec)
+        except ConversationError as error:
+            raise AnnotationError(f"{self.source}: entry {index} (id {entry.get('id', '?')}): {error}") from None
+
+    def __getitem__(self, index: int) -> VideoSample | SkippedSample:
+        entry = self.entries[index]
+        where = f"{self.source}: entry {index} (id {entry.get('id', '?')})"
+        path = resolve_video(entry, self.annotation_dir, self.video_root)
+        try:
+            frames, info = self.reader.read_sampled(path, lambda info: frame_indices(info, self.video_spec))
+        except VideoError as error:
+            if self.skip_bad_videos:
+                return SkippedSample(f"{where}: {error}")
+            raise VideoError(f"{where}: {error}") from None
+        conversation = self.encode_text(index)
+        turns = entry["conversations"]
+        instruction_ids = None
+        if self.instruction_tokenizer is not None:
+            instruction_ids = list(self.instruction_tokenizer(
+                conversation.question, truncation=True, max_length=self.max_instruction_tokens
+            )["input_ids"])
+        details = {k: v for k, v in entry.items() if k != "conversations"}
+        details.update(index=index, video_path=str(path), frames_read=len(frames), video_frames=info.frames,
+                       question=turns[0]["value"], reference=entry["conversations"][1]["value"] if len(entry["conversations"]) > 1 else None)
+        return VideoSample(self.preprocess(frames), conversation, instruction_ids, details)
+
+
+def build_dataset(recipe, model, annotation_file: str | Path | list, for_generation: bool = False,
+                  max_samples: int | None = None, video_spec=None) -> Dataset:
+    """The encoded samples of one annotation file, or of several concatenated.
+
+    ``video_spec`` replaces the recipe's data.video (evaluation may sample frames differently).
+    """
+    if isinstance(annotation_file, (list, tuple)):
+        parts = [build_dataset(recipe, model, f, for_generation, None, video_spec) for f in annotation_file]
+        combined = ConcatAnnotations(parts)
+        return combined.truncated(max_samples) if max_samples else combined
+    path = data_path(annotation_file)
+    entries = load_annotations(path)
+    if recipe.data.train_tasks and not for_generation:
+        entries = [e for e in entries if e.get("task") in recipe.data.train_tasks]
+    if max_samples:
+        entries = entries[:max_samples]
+    encoder = model.encoder
+    codec = model.position.text_codec
+    style = recipe.data.grounding_style
+    if style == "auto":
+        style = "coordinate_tokens" if codec is not None else "decimal"
+    bins = getattr(codec, "bins", 100)
+    video_spec = video_spec or recipe.data.video
+    return ConversationDataset(
+        entries, path.parent,
+        video_spec=video_spec,
+        preprocess=FramePreprocess.for_encoder(encoder, video_spec.resize),
+        tokenizer=model.tokenizer,
+        template=recipe.prompt,
+        instruction_tokenizer=encoder.instruction_tokenizer,
+        max_instruction_tokens=getattr(model.recipe.model.encoder.options, "max_instruction_tokens", 128),
+        video_root=recipe.data.video_root,
+        skip_bad_videos=recipe.data.skip_bad_videos,
+        for_generation=for_generation,
+        source=str(path),
+        codec=codec,
+        grounding_style=GroundingStyle(style, bins),
+    )
+
+
+class ConcatAnnotations(Dataset):
+    """Several annotation files as one dataset; ``entries`` and ``encode_text`` span all of them."""
+
+    def __init__(self, parts: list[ConversationDataset]):
+        self.parts = parts
+        self.offsets = [0]
+        for part in parts:
+            self.offsets.append(self.offsets[-1] + len(part))
+        self.source = " + ".join(p.source for p in parts)
+        self.limit = self.offsets[-1]
+
+    @property
+    def entries(self) -> list[dict]:
+        return [e for p in self.parts for e in p.entries][: self.limit]
+
+    def truncated(self, count: int) -> "ConcatAnnotations":
+        self.limit = min(count, self.offsets[-1])
+        return self
+
+    def __len__(self) -> int:
+        return self.limit
+
+    def _locate(self, index: int) -> tuple[ConversationDataset, int]:
+        for part, start, end in zip(self.parts, self.offsets, self.offsets[1:]):
+            if index < end:
+                return part, index - start
+        raise IndexError(index)
+
+    def encode_text(self, index: int):
+        part, local = self._locate(index)
+        return part.encode_text(local)
+
+    def __getitem__(self, index: int):
+        part, local = self._locate(index)
+        return part[local]
+
+
+class SkippingCollate:
+    """Collate that drops SkippedSamples (recording why in ``batch.info``); a picklable callable for workers."""
+
+    def __init__(self, pad_id: int, instruction_pad_id: int = 0):
+        self.pad_id = pad_id
+        self.instruction_pad_id = instruction_pad_id
+
+    def __call__(self, samples: list) -> VideoBatch | list[SkippedSample]:
+        kept = [s for s in samples if isinstance(s, VideoSample)]
+        skipped = [s for s in samples if isinstance(s, SkippedSample)]
+        if not kept:
+            return skipped
+        batch = collate(kept, self.pad_id, self.instruction_pad_id)
+        batch.skipped = [s.reason for s in skipped]
+        return batch
+
+
+def ensure_synthetic_suite(recipe, progress: bool = True) -> None:
+    """Generate the recipe's synthetic suite when its files are not there, or were drawn by another
+    generator version or with another video count (a stale suite is redrawn, never reused)."""
+    spec = recipe.data.synthetic
+    if spec is None:
+        return
+
+    train = recipe.data.train if isinstance(recipe.data.train, list) else [recipe.data.train]
+    wanted = [data_path(p) for p in [*train, *recipe.data.eval.values()] if p]
+    for stage in recipe.train.stages:
+        stage_train = stage.set.get("data.train")
+        wanted += [data_path(p) for p in (stage_train if isinstance(stage_train, list) else [stage_train]) if p]
+    out = data_path(spec.out)
+    manifest = out / "manifest.json"
+    existing = json.loads(manifest.read_text()) if manifest.exists() else {}
+    if existing and existing.get("seed") != spec.seed:
+        raise RecipeError(f"data.synthetic.out: {out} holds a suite of seed {existing.get('seed')}, not {spec.seed}; choose another out directory")
+    current = existing.get("generator_version") == GENERATOR_VERSION and existing.get("videos") == spec.videos
+    if current and all(p.exists() for p in wanted):
+        return
+    if existing and not current:
+        logger.warning("%s was drawn by generator version %s with %s videos; redrawing (version %s, %s videos)",
+                       out, existing.get("generator_version", 1), existing.get("videos"), GENERATOR_VERSION, spec.videos)
+    generate_suite(out, seed=spec.seed, videos=spec.videos)
+    missing = [p for p in wanted if not p.exists()]
+    if missing:
+        raise RecipeError(f"data: the synthetic suite in {spec.out} has no {missing[0]}; check data.train / data.eval paths")
+
+
+def instruction_pad_id(model) -> int:
+    tokenizer = model.encoder.instruction_tokenizer
+    return tokenizer.pad_token_id if tokenizer is not None and tokenizer.pad_token_id is not None else 0
+

@@ -1,0 +1,1 @@
+"""The papers' metrics: UNSCENE binary, open-ended judge, multiple choice, grounding."""

@@ -1,0 +1,115 @@
+"""One entry point for every benchmark task: score predictions, write them out, flatten for logging.
+
+``score`` groups the entries by ``task`` and returns one dict with a group per task present
+(``binary``, ``open_ended``, ``multiple_choice``, ``temporal_grounding``,
+``spatial_grounding``, ``spatiotemporal_grounding``), a ``coverage`` group (``entries``,
+``answered``: how many had a prediction, ``unknown_ids``: predictions naming no entry, which
+when non-zero usually means predictions made for another annotation file), and ``samples``: the per-entry
+results by id, which ``write_results`` puts into predictions.jsonl and ``flatten_metrics``
+leaves out. ``conversation`` entries (training data) are not scored.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+from zoo.evaluation.metrics.grounding import score_spatial_grounding, score_spatiotemporal_grounding, score_temporal_grounding
+from zoo.evaluation.metrics.multiple_choice import score_multiple_choice
+from zoo.evaluation.metrics.open_ended import KeywordJudge, OpenEndedJudge, score_open_ended
+from zoo.evaluation.metrics.unscene import score_binary
+
+SCORED_TASKS = ("binary", "open_ended", "multiple_choice", "temporal_grounding", "spatial_grounding",
+                "spatiotemporal_grounding")
+UNSCORED_TASKS = ("conversation",)
+
+
+def entries_by_task(entries: list[dict]) -> dict[str, list[dict]]:
+    grouped: dict[str, list[dict]] = {}
+    for index, entry in enumerate(entries):
+        task = entry.get("task")
+        if task in UNSCORED_TASKS:
+            continue
+        if task not in SCORED_TASKS:
+            raise ValueError(f"entry {index} (id {entry.get('id')!r}) has task {task!r}, which is not one of "
+                             f"{', '.join(SCORED_TASKS + UNSCORED_TASKS)}")
+        grouped.setdefault(task, []).append(entry)
+    return {task: grouped[task] for task in SCORED_TASKS if task in grouped}
+
+
+def score(entries: list[dict], predictions: dict[str, str | None], vocabulary: dict | None = None, *,
+          judge: OpenEndedJudge | None = None, bins: int = 100) -> dict:
+    """Metrics per task for ``predictions`` (entry id -> generated text) against ``entries``.
+
+    Open-ended entries are judged by ``judge``, or else by a ``KeywordJudge`` over
+    ``vocabulary`` (the synthetic suite's manifest["vocabulary"]). ``bins`` is the number of
+    coordinate tokens per axis when predictions use LLaVA-ST-style coordinate tokens.
+    """
+    results: dict = {}
+    samples: dict[str, dict] = {}
+    for task, task_entries in entries_by_task(entries).items():
+        if task == "binary":
+            metrics, task_samples = score_binary(task_entries, predictions)
+        elif task == "open_ended":
+            if judge is None and vocabulary is None:
+                raise ValueError("open_ended entries need a judge or a vocabulary (the suite manifest's 'vocabulary')")
+            metrics, task_samples = score_open_ended(task_entries, predictions, judge or KeywordJudge(vocabulary))
+        elif task == "multiple_choice":
+            metrics, task_samples = score_multiple_choice(task_entries, predictions)
+        elif task == "temporal_grounding":
+            metrics, task_samples = score_temporal_grounding(task_entries, predictions, bins)
+        elif task == "spatial_grounding":
+            metrics, task_samples = score_spatial_grounding(task_entries, predictions, bins)
+        else:
+            metrics, task_samples = score_spatiotemporal_grounding(task_entries, predictions, bins)
+        results[task] = metrics
+        samples.update(task_samples)
+    ids = {entry["id"] for entry in entries}
+    results["coverage"] = {
+        "entries": len(entries),
+        "answered": sum(1 for entry in entries if predictions.get(entry["id"]) is not None),
+        "unknown_ids": sum(1 for key in predictions if key not in ids),
+    }
+    results["samples"] = samples
+    return results
+
+
+def first_turn(entry: dict, speaker: str) -> str | None:
+    return next((turn["value"] for turn in entry.get("conversations", []) if turn.get("from") == speaker), None)
+
+
+def write_results(results: dict, predictions: dict[str, str | None], entries: list[dict],
+                  out_dir: str | Path) -> tuple[Path, Path]:
+    """results.json (the metrics) and predictions.jsonl (one line per entry) in ``out_dir``; returns both paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    samples = results.get("samples", {})
+    metrics_path = out / "results.json"
+    metrics_path.write_text(json.dumps({k: v for k, v in results.items() if k != "samples"}, indent=2) + "\n")
+    predictions_path = out / "predictions.jsonl"
+    with predictions_path.open("w") as handle:
+        for entry in entries:
+            line = {"id": entry["id"], "task": entry.get("task"), "split": entry.get("split"),
+                    "question": first_turn(entry, "human"), "reference": first_turn(entry, "gpt"),
+                    "prediction": predictions.get(entry["id"]), "score": samples.get(entry["id"])}
+            handle.write(json.dumps(line) + "\n")
+    return metrics_path, predictions_path
+
+
+_MLFLOW_UNSAFE = re.compile(r"[^\w./\- ]")  # MLflow metric names allow only these characters
+
+
+def flatten_metrics(results: dict, prefix: str = "") -> dict[str, float]:
+    """Dotted names to numbers ("binary.unusual.action": 38.4), ready for mlflow.log_metrics; samples left out."""
+    flat: dict[str, float] = {}
+    for key, value in results.items():
+        if not prefix and key == "samples":
+            continue
+        name = _MLFLOW_UNSAFE.sub("_", f"{prefix}{key}")
+        if isinstance(value, dict):
+            flat.update(flatten_metrics(value, f"{name}."))
+        elif isinstance(value, (int, float)) and not (isinstance(value, float) and math.isnan(value)):
+            flat[name] = float(value)
+    return flat

@@ -1,0 +1,1 @@
+"""Launching: the Ray Train launcher, local loopback servers and the demo."""

@@ -1,0 +1,1 @@
+"""The assembled video LLM: recipe -> model, forward, losses, generation, checkpoints, import, cost."""

@@ -1,0 +1,128 @@
+"""save_pretrained / from_pretrained of a whole video LLM.
+
+A checkpoint directory is self-contained and loads offline:
+    model.safetensors   every weight (frozen encoder included)
+    recipe.yaml         the resolved recipe, each component's ``config`` replaced by the
+                        full architecture it was built with
+    tokenizer/          the LLM tokenizer; instruction_tokenizer/ for InstructBLIP encoders
+    stzoo.json          format version, component names, parameter counts
+Files are written to a temporary directory and renamed into place, so an interrupted
+save (a full disk, a killed job) never leaves a half-written checkpoint under the name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import yaml
+from safetensors import SafetensorError
+from safetensors.torch import load_model, save_model
+
+from components.config import Sources
+from components.weights import CheckpointError
+from zoo.config.recipe import Recipe, apply_overrides, recipe_from_dict
+
+FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+
+
+def self_contained_recipe(model) -> dict:
+    """The recipe with every component's architecture written out, so it rebuilds without downloads."""
+    data = model.recipe.to_dict()
+    parts = data["model"]
+    for kind, module in (("encoder", model.encoder), ("llm", model.llm)):
+        hf_config = module.hf_config() if hasattr(module, "hf_config") else None
+        if hf_config is not None and "config" in parts[kind]:
+            parts[kind]["config"] = _plain(hf_config)
+    parts["llm"]["tokenizer"] = "tokenizer"
+    data["model"]["init_from"] = []  # the saved weights already hold whatever these brought in
+    if model.encoder.instruction_tokenizer is not None:
+        parts["encoder"]["instruction_tokenizer"] = "instruction_tokenizer"
+    return data
+
+
+def _plain(value):
+    """JSON round trip: HF config dicts can hold tuples and numpy scalars that YAML would tag."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def save_pretrained(model, directory) -> Path:
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        save_model(model, str(staging / WEIGHTS))
+        (staging / "recipe.yaml").write_text(yaml.safe_dump(self_contained_recipe(model), sort_keys=False, width=100))
+        if model.tokenizer is not None:
+            model.tokenizer.save_pretrained(str(staging / "tokenizer"))
+        if model.encoder.instruction_tokenizer is not None:
+            model.encoder.instruction_tokenizer.save_pretrained(str(staging / "instruction_tokenizer"))
+        params = sum(p.numel() for p in model.parameters())
+        info = {"format_version": FORMAT_VERSION, "components": model.recipe.component_names, "params": params}
+        (staging / "stzoo.json").write_text(json.dumps(info, indent=2))
+        _replace_directory(staging, directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return directory
+
+
+def _replace_directory(staging: Path, directory: Path) -> None:
+    """Move ``staging`` to ``directory``; an existing checkpoint is swapped out only once the new one is complete."""
+    old = None
+    if directory.exists():
+        old = directory.with_name(f".{directory.name}.old")
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(directory, old)
+    os.replace(staging, directory)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def read_checkpoint_recipe(directory) -> dict:
+    directory = Path(directory)
+    recipe_file = directory / "recipe.yaml"
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: no such checkpoint directory")
+    if not recipe_file.is_file() or not (directory / WEIGHTS).is_file():
+        raise CheckpointError(f"{directory}: not an STZoo checkpoint (recipe.yaml and {WEIGHTS} are expected)")
+    data = yaml.safe_load(recipe_file.read_text())
+    for kind, name in (("llm", "tokenizer"), ("encoder", "instruction_tokenizer")):
+        value = data["model"][kind].get(name)
+        if value and not Path(value).is_absolute() and (directory / value).exists():
+            data["model"][kind][name] = str(directory / value)
+    return data
+
+
+def checkpoint_recipe(directory, overrides: dict | None = None) -> Recipe:
+    """The recipe a checkpoint was saved with (its tokenizers found inside it), with ``overrides`` applied."""
+    directory = Path(directory)
+    data = read_checkpoint_recipe(directory)
+    sources = Sources(default=str(directory / "recipe.yaml"))
+    if overrides:
+        data = apply_overrides(data, overrides, sources, source="evaluation overrides")
+    return recipe_from_dict(data, sources, source=str(directory / "recipe.yaml"))
+
+
+def load_weights(model, directory, device=None) -> None:
+    """The checkpoint's weights into ``model`` (rebuilt from ``checkpoint_recipe``), checked key by key."""
+    directory = Path(directory)
+    try:
+        missing, unexpected = load_model(model, str(directory / WEIGHTS), strict=False, device=str(device or "cpu"))
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"{directory / WEIGHTS}: unreadable ({error}); the file is corrupt or truncated") from None
+    except RuntimeError as error:  # shape mismatches
+        raise CheckpointError(f"{directory / WEIGHTS} does not match the model its recipe describes: {str(error).splitlines()[0][:300]}") from None
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{directory / WEIGHTS} does not match the model its recipe describes: "
+            f"{len(missing)} missing (e.g. {sorted(missing)[:3]}) and {len(unexpected)} unexpected (e.g. {sorted(unexpected)[:3]}) weights"
+        )
+    if device is not None:
+        model.to(device)
+    model.eval()

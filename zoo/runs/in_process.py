@@ -1,0 +1,35 @@
+"""The launcher of ``stzoo train`` and ``stzoo sweep``: each stage trains in this process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from components.config import RecipeError
+from zoo.runs import tracking
+from zoo.runs.run_recipe import StageResult
+from zoo.training.stages import Stage
+from zoo.training.trainer import Trainer
+
+
+class InProcessLauncher:
+    """Stages train here, one after another, under ``output`` (a stage's files in ``output/<stage>``)."""
+
+    def __init__(self, output: Path, resume_from: Path | None = None, progress: bool | None = None):
+        self.output = Path(output)
+        self.resume_from = Path(resume_from) if resume_from else None
+        self.progress = progress
+
+    def train_stage(self, stage: Stage, run: tracking.TrackedRun, handoff: Path | None, first_step: int) -> StageResult:
+        if self.resume_from is not None and stage.spec is not None:
+            raise RecipeError(f"--resume {self.resume_from}: resuming applies to recipes without train.stages; "
+                              "run the remaining stages as their own recipe")
+        output = self.output / stage.name if stage.name else self.output
+        sink = tracking.MLflowMetrics(run.uri, run.run_id, tracking.unsent_metrics_file(run.run_id))
+        trainer = Trainer(stage.recipe, model=stage.build_model(handoff), output_dir=output, loggers=(sink,),
+                          progress=self.progress, step_offset=first_step)
+        try:
+            state = trainer.fit(resume_from=self.resume_from)
+        finally:
+            sink.close()
+        losses = (state.history[0]["loss"], state.history[-1]["loss"]) if state.history else None
+        return StageResult(stage.name, output / "final", first_step, trainer.run_step, losses, state.skipped_samples)

@@ -1,0 +1,125 @@
+"""One path for every way a recipe runs: train every stage, log the model, evaluate, log the metrics.
+
+``stzoo train`` and ``stzoo sweep`` (in this process) and ``ray_jobs.train`` / ``ray_jobs.sweep``
+(Ray Train workers) differ only in the launcher that trains a stage, so one recipe gets one
+MLflow layout whichever starts it:
+
+    run <name>            params: the flattened recipe; tags: components, recipe, run name
+      metrics             loss, the loss terms (ce, mvm, ...), lr, grad_norm, throughput per step;
+                          steps continue across stages; <benchmark>.<task>.<column> at the end
+      artifacts           recipe.yaml, stages.json (staged recipes), model/, eval/<benchmark>/, plots/
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from zoo.config.recipe import Recipe
+from zoo.data.dataset import ensure_synthetic_suite
+from zoo.evaluation.benchmark import evaluate_benchmarks
+from zoo.model.video_llm import VideoLLM
+from zoo.runs import tracking
+from zoo.runs.plots import plot_run_history
+from zoo.training.stages import Stage, plan_stages, write_handoff
+
+@dataclass
+class StageResult:
+    """What a launcher hands back after training one stage."""
+
+    name: str | None
+    model_dir: Path  # the stage's final model, save_pretrained form, on this machine
+    first_step: int  # the run's step count before this stage
+    last_step: int  # ... and after it
+    losses: tuple[float, float] | None = None  # first and last logged loss, when the launcher saw them
+    skipped_samples: int = 0
+
+
+class Launcher(Protocol):
+    """Trains one stage of a run somewhere (this process, Ray Train workers), metrics into ``run``."""
+
+    def train_stage(self, stage: Stage, run: tracking.TrackedRun, handoff: Path | None, first_step: int) -> StageResult: ...
+
+
+@dataclass
+class RecipeRun:
+    run: tracking.TrackedRun
+    stages: list[StageResult] = field(default_factory=list)
+    metrics: dict[str, float] = field(default_factory=dict)  # flat evaluation metrics, as logged
+
+    @property
+    def model_dir(self) -> Path:
+        return self.stages[-1].model_dir
+
+
+def run_recipe(recipe: Recipe, launcher: Launcher, name: str | None = None, parent_run_id: str | None = None,
+               extra_tags: dict | None = None, resume: bool = True) -> RecipeRun:
+    """Train every stage, log the model, evaluate, log the metrics; the run is FAILED if any step fails.
+
+    ``name`` defaults to the recipe's name and fingerprint; an existing run of that name is continued
+    unless ``resume`` is false (training from scratch then gets a run of its own).
+    """
+    ensure_synthetic_suite(recipe)
+    run = tracking.start_or_resume(recipe, name, parent_run_id=parent_run_id, extra_tags=extra_tags, resume=resume)
+    print(f"[{name or recipe.name}] MLflow run {run.run_id} ({'continued' if run.resumed else 'new'}) at {run.uri}", flush=True)
+    try:
+        result = RecipeRun(run, train_stages(recipe, launcher, run))
+        tracking.log_directory(run.uri, run.run_id, result.model_dir, "model")
+        result.metrics = evaluate_into_run(recipe, result.model_dir, run)
+        log_loss_plot(run)
+    except BaseException:
+        tracking.finish(run.uri, run.run_id, "FAILED")
+        raise
+    tracking.finish(run.uri, run.run_id)
+    return result
+
+
+def train_stages(recipe: Recipe, launcher: Launcher, run: tracking.TrackedRun) -> list[StageResult]:
+    """Every stage in order, each from the previous stage's weights (LoRA merged); steps run on across stages."""
+    stages = plan_stages(recipe)
+    results: list[StageResult] = []
+    handoff: Path | None = None
+    for index, stage in enumerate(stages):
+        first_step = results[-1].last_step if results else 0
+        results.append(launcher.train_stage(stage, run, handoff, first_step))
+        if index + 1 < len(stages):
+            previous = VideoLLM.from_pretrained(results[-1].model_dir)
+            handoff = write_handoff(previous, results[-1].model_dir.parent / "handoff")
+    if recipe.train.stages:
+        boundaries = [{"stage": r.name, "first_step": r.first_step + 1, "last_step": r.last_step} for r in results]
+        tracking.client(run.uri).log_text(run.run_id, json.dumps(boundaries, indent=2), "stages.json")
+    return results
+
+
+def evaluate_into_run(recipe: Recipe, model_dir: Path, run: tracking.TrackedRun) -> dict[str, float]:
+    """The recipe's benchmarks (data.eval) on the final model: metrics and result files into the run."""
+    if not recipe.data.eval:
+        return {}
+    model = VideoLLM.from_pretrained(model_dir, device="cuda" if torch.cuda.is_available() else "cpu")
+    model.recipe.data.eval, model.recipe.eval = recipe.data.eval, recipe.eval  # the run's benchmarks, not the saved ones
+    return log_benchmarks(model, run.uri, run.run_id)
+
+
+def log_benchmarks(model: VideoLLM, uri: str, run_id: str | None, benchmarks: dict[str, str] | None = None) -> dict[str, float]:
+    """Evaluate ``model`` on ``benchmarks`` (default: its recipe's data.eval); with a run, the
+    ``<benchmark>.<task>.<column>`` metrics and the eval/<benchmark>/ files go into it."""
+    flat: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as out:
+        for benchmark, values in evaluate_benchmarks(model, Path(out), benchmarks).items():
+            flat.update({f"{benchmark}.{key}": value for key, value in values.items()})
+        if run_id is not None:
+            tracking.log_metrics_once(uri, run_id, flat)
+            tracking.log_directory(uri, run_id, Path(out), "eval")
+    return flat
+
+
+def log_loss_plot(run: tracking.TrackedRun) -> None:
+    with tempfile.TemporaryDirectory() as plots:
+        path = plot_run_history(run.uri, run.run_id, Path(plots) / "training_loss.png")
+        if path is not None:
+            tracking.client(run.uri).log_artifact(run.run_id, str(path), "plots")

@@ -1,0 +1,239 @@
+"""MLflow tracking: where runs go, one run per training run (continued when resumed), and
+metrics that survive a tracking server that is down for a while.
+
+Tracking URI: the recipe's ``tracking.tracking_uri``, else ``MLFLOW_TRACKING_URI``, else an
+absolute local SQLite database under ``$STZOO_HOME`` (default ``~/.stzoo``): MLflow's own
+default is relative to the working directory, and a Ray job runs in a temporary one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import torch
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+
+from zoo.config.recipe import Recipe
+from zoo.model.video_llm import VideoLLM
+
+logger = logging.getLogger("stzoo.tracking")
+
+RUN_NAME_TAG = "stzoo.run_name"
+PARAM_VALUE_LIMIT = 6000  # MLflow refuses longer parameter values
+
+
+def stzoo_home() -> Path:
+    return Path(os.environ.get("STZOO_HOME", Path.home() / ".stzoo")).expanduser().resolve()
+
+
+def tracking_uri(recipe: Recipe | None = None) -> str:
+    if recipe is not None and recipe.tracking.tracking_uri:
+        return recipe.tracking.tracking_uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    home = stzoo_home() / "mlflow"
+    home.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{home / 'mlflow.db'}"
+
+
+def experiment_name(recipe: Recipe) -> str:
+    return recipe.tracking.experiment or recipe.name
+
+
+def default_run_name(recipe: Recipe) -> str:
+    """The recipe's tracking.run_name, else its name and the fingerprint of what decides its weights:
+    an unchanged recipe continues its run, an edited one starts a new one."""
+    return recipe.tracking.run_name or f"{recipe.name}-{recipe.fingerprint()}"
+
+
+def client(uri: str):
+    return MlflowClient(tracking_uri=uri)
+
+
+def ensure_experiment(mlflow_client, name: str, uri: str) -> str:
+    experiment = mlflow_client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = None
+    if uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri:
+        # A local store keeps artifacts beside it, at an absolute path.
+        location = (stzoo_home() / "mlflow" / "artifacts").as_uri()
+    return mlflow_client.create_experiment(name, artifact_location=location)
+
+
+def find_run(mlflow_client, experiment_id: str, name: str):
+    runs = mlflow_client.search_runs([experiment_id], filter_string=f"tags.`{RUN_NAME_TAG}` = '{name}'",
+                                     order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0] if runs else None
+
+
+def params_of(recipe: Recipe) -> dict[str, str]:
+    params = {}
+    for key, value in recipe.flat().items():
+        text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+        params[key] = text if len(text) <= PARAM_VALUE_LIMIT else text[: PARAM_VALUE_LIMIT - 3] + "..."
+    return params
+
+
+def tags_of(recipe: Recipe, name: str) -> dict[str, str]:
+    tags = {f"component.{kind}": value for kind, value in recipe.component_names.items()}
+    tags.update({RUN_NAME_TAG: name, "stzoo.recipe": recipe.name, "mlflow.runName": name})
+    if recipe.source:
+        tags["stzoo.recipe_file"] = str(recipe.source)
+    return tags
+
+
+@dataclass
+class TrackedRun:
+    uri: str
+    experiment_id: str
+    run_id: str
+    resumed: bool
+
+
+def start_or_resume(recipe: Recipe, name: str | None = None, parent_run_id: str | None = None,
+                    extra_tags: dict | None = None, resume: bool = True) -> TrackedRun:
+    """The MLflow run of this training run: the existing one with the same run name (unless ``resume`` is
+    false: a run trained from scratch gets a run of its own), else a new one."""
+    uri = tracking_uri(recipe)
+    mlflow_client = client(uri)
+    name = name or default_run_name(recipe)
+    experiment_id = ensure_experiment(mlflow_client, experiment_name(recipe), uri)
+    existing = find_run(mlflow_client, experiment_id, name) if resume else None
+    if existing is not None:
+        mlflow_client.update_run(existing.info.run_id, status="RUNNING")
+        return TrackedRun(uri, experiment_id, existing.info.run_id, resumed=True)
+    tags = tags_of(recipe, name)
+    if parent_run_id:
+        tags["mlflow.parentRunId"] = parent_run_id
+    tags.update(extra_tags or {})
+    run = mlflow_client.create_run(experiment_id, tags=tags, run_name=name)
+    run_id = run.info.run_id
+    params = [Param(k, v) for k, v in params_of(recipe).items()]
+    for start in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
+        mlflow_client.log_batch(run_id, params=params[start : start + 100])
+    mlflow_client.log_text(run_id, recipe.dump(), "recipe.yaml")
+    return TrackedRun(uri, experiment_id, run_id, resumed=False)
+
+
+class MLflowMetrics:
+    """Metrics to an MLflow run, buffered while the server cannot be reached.
+
+    Training never waits on tracking: a failed send keeps the values and the next call
+    tries again; ``close`` sends what is left, and what still cannot be sent is written to
+    a JSON-lines file whose path the warning names.
+    """
+
+    def __init__(self, uri: str, run_id: str, unsent_file: Path, max_buffer: int = 200_000):
+        # One quick attempt per call: the buffer, not HTTP retries, bridges an outage.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+        self.client = client(uri)
+        self.uri, self.run_id = uri, run_id
+        self.unsent_file = Path(unsent_file)
+        self.max_buffer = max_buffer
+        self.pending: list = []
+        self.dropped = 0
+        self.failing_since: float | None = None
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        stamp = int(time.time() * 1000)
+        for key, value in metrics.items():
+            if isinstance(value, (int, float)):
+                self.pending.append(Metric(key, float(value), stamp, step))
+        if len(self.pending) > self.max_buffer:
+            self.dropped += len(self.pending) - self.max_buffer
+            self.pending = self.pending[-self.max_buffer:]
+        self.flush()
+
+    def flush(self) -> bool:
+        while self.pending:
+            chunk = self.pending[:1000]
+            try:
+                self.client.log_batch(self.run_id, metrics=chunk)
+            except Exception as error:  # any transport failure: keep the values, training goes on
+                if self.failing_since is None:
+                    self.failing_since = time.time()
+                    logger.warning("MLflow at %s is not answering (%s); metrics are kept and sent when it is back",
+                                   self.uri, type(error).__name__)
+                return False
+            del self.pending[: len(chunk)]
+        if self.failing_since is not None:
+            logger.warning("MLflow at %s is back after %.0fs; buffered metrics sent", self.uri, time.time() - self.failing_since)
+            self.failing_since = None
+        return True
+
+    def close(self) -> None:
+        if self.flush() and not self.dropped:
+            return
+        self.unsent_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.unsent_file, "a") as handle:
+            for metric in self.pending:
+                handle.write(json.dumps({"key": metric.key, "value": metric.value, "step": metric.step,
+                                         "timestamp": metric.timestamp}) + "\n")
+        logger.warning("%d metric values could not reach MLflow at %s and were saved to %s%s", len(self.pending),
+                       self.uri, self.unsent_file, f"; {self.dropped} older ones were dropped" if self.dropped else "")
+
+
+def unsent_metrics_file(run_id: str) -> Path:
+    """Where metrics that could not reach MLflow are kept (outside any scratch directory of a job)."""
+    return stzoo_home() / "unsent_metrics" / f"{run_id}.jsonl"
+
+
+def log_metrics_once(uri: str, run_id: str, metrics: dict[str, float]) -> None:
+    """Values measured once per run (benchmark columns), in as few requests as MLflow allows."""
+    stamp = int(time.time() * 1000)
+    batch = [Metric(key, float(value), stamp, 0) for key, value in metrics.items()]
+    for start in range(0, len(batch), 1000):
+        client(uri).log_batch(run_id, metrics=batch[start : start + 1000])
+
+
+def log_directory(uri: str, run_id: str, directory: Path, artifact_path: str) -> None:
+    client(uri).log_artifacts(run_id, str(directory), artifact_path)
+
+
+def finish(uri: str, run_id: str, status: str = "FINISHED") -> None:
+    client(uri).set_terminated(run_id, status=status)
+
+
+RUN_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def model_directory(reference: str) -> Path:
+    """A checkpoint directory, or an MLflow run (``runs:/RUN_ID`` or a bare run id) whose model artifact is fetched."""
+    path = Path(reference)
+    if path.exists():
+        return path
+    if not reference.startswith("runs:/") and not RUN_ID.fullmatch(reference):
+        raise FileNotFoundError(f"{reference}: no such checkpoint directory (an MLflow run is given as runs:/RUN_ID)")
+    return download_model_artifact(reference)
+
+
+def load_model(reference: str, device=None) -> VideoLLM:
+    """The model of a checkpoint directory or an MLflow run, on ``device`` (default: a GPU if there is one)."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    return VideoLLM.from_pretrained(model_directory(reference), device=device)
+
+
+def download_model_artifact(reference: str) -> Path:
+    """``runs:/RUN_ID`` (or a bare run id): the run's ``model`` artifact, downloaded to a local directory."""
+
+    run_id = reference.removeprefix("runs:/").split("/")[0]
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model")
+    except Exception as error:
+        raise FileNotFoundError(
+            f"{reference!r} is neither a checkpoint directory nor an MLflow run with a 'model' artifact at {uri} "
+            f"({type(error).__name__}: {str(error).splitlines()[0][:160]})"
+        ) from None
+    return Path(local)

@@ -1,0 +1,197 @@
+"""How a training step runs: plain PyTorch, DDP (gloo on CPU, NCCL on GPU), or DeepSpeed ZeRO.
+
+The training loop calls, for each optimizer step with k micro-batches:
+    forward(batch, i, k) and backward(loss, i, k) for i = 0..k-1, then step() -> grad norm.
+The engine owns what differs: loss scaling over micro-batches (DeepSpeed scales by itself),
+gradient synchronisation (DDP syncs only on the last micro-batch), mixed precision,
+clipping, checkpoint state, and a consolidated model for save_pretrained (ZeRO-3 gathers
+its partitioned parameters).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+
+import torch
+
+from components.config import RecipeError
+from torch.nn.parallel import DistributedDataParallel
+
+
+class PlainEngine:
+    def __init__(self, model, optimizer, scheduler, precision: str, grad_clip: float | None):
+        self.model = model
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.grad_clip = grad_clip
+        self.device = model.device
+        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+
+    @property
+    def module(self):
+        """The model itself, unwrapped."""
+        return self.model
+
+    def _call(self, batch):
+        return self.model(batch)
+
+    def forward(self, batch, micro_index: int = 0, micro_count: int = 1):
+        if self.autocast_dtype is None:
+            return self._call(batch)
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype):
+            return self._call(batch)
+
+    def backward(self, loss: torch.Tensor, micro_index: int = 0, micro_count: int = 1) -> None:
+        loss = loss / micro_count
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
+
+    def step(self) -> float:
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
+        params = [p for p in self.module.parameters() if p.requires_grad]
+        norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip if self.grad_clip else float("inf"))
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        return float(norm)
+
+    def last_lr(self) -> float:
+        return self.scheduler.get_last_lr()[0]
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+
+    def save_extra(self, directory: Path) -> None:
+        """Engine state kept outside trainer_state.pt (DeepSpeed's sharded optimizer)."""
+
+    def load_extra(self, directory: Path) -> None:
+        """Counterpart of save_extra."""
+
+    def consolidated(self):
+        """A context in which ``module`` holds every full parameter (ZeRO-3 gathers them)."""
+        return contextlib.nullcontext()
+
+
+class DDPEngine(PlainEngine):
+    """PyTorch DistributedDataParallel; gradients are all-reduced on the last micro-batch only."""
+
+    def __init__(self, model, optimizer, scheduler, precision, grad_clip, find_unused_parameters: bool = False):
+        super().__init__(model, optimizer, scheduler, precision, grad_clip)
+
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        self.wrapped = DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=find_unused_parameters)
+
+    def _call(self, batch):
+        return self.wrapped(batch)
+
+    def forward(self, batch, micro_index: int = 0, micro_count: int = 1):
+        # What no_sync() toggles; set per micro-batch because forward and backward are separate calls.
+        self.wrapped.require_backward_grad_sync = micro_index == micro_count - 1
+        return super().forward(batch, micro_index, micro_count)
+
+
+def fill_deepspeed_config(path: str | Path, *, micro_batch: int, accumulation: int, world_size: int,
+                          precision: str, grad_clip: float | None, hidden_size: int) -> dict:
+    """A DeepSpeed JSON config with its "auto" fields filled from the recipe (as HF's integration does)."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"scaling.deepspeed_config: {path} not found")
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise RecipeError(f"scaling.deepspeed_config: {path} is not valid JSON ({error.msg} at line {error.lineno})") from None
+    values = {
+        "train_micro_batch_size_per_gpu": micro_batch,
+        "gradient_accumulation_steps": accumulation,
+        "train_batch_size": micro_batch * accumulation * world_size,
+        "gradient_clipping": grad_clip or 0.0,
+    }
+    for key, value in values.items():
+        if config.get(key, "auto") == "auto":
+            config[key] = value
+    for name, wanted in (("bf16", precision == "bf16"), ("fp16", precision == "fp16")):
+        section = config.setdefault(name, {})
+        if section.get("enabled", "auto") == "auto":
+            section["enabled"] = wanted
+    zero = config.get("zero_optimization", {})
+    sizes = {"reduce_bucket_size": hidden_size * hidden_size,
+             "stage3_prefetch_bucket_size": int(0.9 * hidden_size * hidden_size),
+             "stage3_param_persistence_threshold": 10 * hidden_size}
+    for key, value in sizes.items():
+        if zero.get(key) == "auto":
+            zero[key] = value
+    leftover = [k for k, v in _walk(config) if v == "auto"]
+    if leftover:
+        raise RecipeError(f"scaling.deepspeed_config: {path} leaves {', '.join(leftover)} as 'auto', which STZoo cannot fill; give a value")
+    return config
+
+
+def _walk(config: dict, prefix: str = ""):
+    for key, value in config.items():
+        if isinstance(value, dict):
+            yield from _walk(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+class DeepSpeedEngine(PlainEngine):
+    """DeepSpeed ZeRO-2/3: it scales the loss over micro-batches, clips, steps at the accumulation boundary."""
+
+    def __init__(self, model, optimizer, scheduler, config: dict):
+        import deepspeed
+
+        self.model = model
+        self.device = model.device
+        self.config = config
+        self.stage = config.get("zero_optimization", {}).get("stage", 0)
+        if config.get("bf16", {}).get("enabled"):
+            model.to(torch.bfloat16)  # DeepSpeed keeps fp32 master weights in its optimizer
+        elif config.get("fp16", {}).get("enabled"):
+            model.to(torch.float16)
+        self.ds, self.optimizer, _, self.scheduler = deepspeed.initialize(
+            model=model, optimizer=optimizer, lr_scheduler=scheduler, config=config
+        )
+
+    def _call(self, batch):
+        return self.ds(batch)
+
+    def forward(self, batch, micro_index: int = 0, micro_count: int = 1):
+        return self._call(batch)  # DeepSpeed's bf16/fp16 modes replace autocast
+
+    def backward(self, loss, micro_index: int = 0, micro_count: int = 1) -> None:
+        self.ds.backward(loss)
+        self.ds.step()  # a real optimizer step only at the accumulation boundary
+
+    def step(self) -> float:
+        norm = self.ds.get_global_grad_norm()
+        return float(norm) if norm is not None else float("nan")
+
+    def state_dict(self) -> dict:
+        return {"scheduler": self.scheduler.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.scheduler.load_state_dict(state["scheduler"])
+
+    def save_extra(self, directory: Path) -> None:
+        self.ds.save_checkpoint(str(directory / "deepspeed"), tag="state")
+
+    def load_extra(self, directory: Path) -> None:
+        self.ds.load_checkpoint(str(directory / "deepspeed"), tag="state", load_module_strict=True)
+
+    def consolidated(self):
+        if self.stage != 3:
+            return contextlib.nullcontext()
+        import deepspeed
+
+        return deepspeed.zero.GatheredParameters(list(self.model.parameters()), modifier_rank=None)
