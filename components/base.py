@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from components.tokens import FrameFeatures, TokenKind, TokenSequence, VisualTokens
+from components.weights import ForeignKeys
 
 
 @dataclass
@@ -33,6 +34,9 @@ class BuildContext:
 
 class VisionEncoder(nn.Module):
     """Pixels (B, T, 3, H, W) -> FrameFeatures. Frozen unless the recipe says otherwise."""
+
+    # Foreign releases this component's weights can be read from: layout name -> how its tensors are named there.
+    foreign_keys: dict[str, ForeignKeys] = {}
 
     @property
     def frozen(self) -> bool:
@@ -90,6 +94,9 @@ class VisionEncoder(nn.Module):
 class Projector(nn.Module):
     """FrameFeatures of the vision dim -> FrameFeatures of the LLM hidden size (patches and CLS alike)."""
 
+    # Foreign releases this component's weights can be read from: layout name -> how its tensors are named there.
+    foreign_keys: dict[str, ForeignKeys] = {}
+
     def forward(self, features: FrameFeatures) -> FrameFeatures:
         return features.map(self.project)
 
@@ -104,6 +111,9 @@ class Compressor(nn.Module):
     whether the tokens carry frame indices and grid positions; masks and position
     schemes are checked against these at build time.
     """
+
+    # Foreign releases this component's weights can be read from: layout name -> how its tensors are named there.
+    foreign_keys: dict[str, ForeignKeys] = {}
 
     @property
     def emitted_kinds(self) -> frozenset[TokenKind]:
@@ -124,6 +134,14 @@ class Compressor(nn.Module):
     def forward(self, features: FrameFeatures) -> VisualTokens:
         raise NotImplementedError
 
+    # Names of the loss terms ``extra_losses`` may return; logged as ``loss/<name>`` beside ``loss/ce``.
+    loss_terms: tuple[str, ...] = ()
+
+    def extra_losses(self, model, batch, visual: VisualTokens, sequence: TokenSequence, hidden: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Loss terms that need the LLM's pass over the assembled sequence (ST-LLM's MVM), already
+        weighted; called in training only. ``model`` is the VideoLLM (its ``run_llm``, ``assemble``)."""
+        return {}
+
 
 class PositionScheme(nn.Module):
     """Sequence metadata -> position ids of shape (axes, B, L), and which axis each rotary frequency reads.
@@ -131,6 +149,9 @@ class PositionScheme(nn.Module):
     The LLM's stock rotary module is replaced by one that takes (axes, B, L) ids and
     rotates frequency pair k by the ids of axis ``frequency_axes(head_dim)[k]``.
     """
+
+    # Foreign releases this component's weights can be read from: layout name -> how its tensors are named there.
+    foreign_keys: dict[str, ForeignKeys] = {}
 
     required_kinds: frozenset[TokenKind] = frozenset()
 

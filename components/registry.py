@@ -22,25 +22,21 @@ import pkgutil
 from dataclasses import dataclass
 from typing import Any, Callable
 
-KINDS: dict[str, str] = {
-    "encoder": "pixels -> per-frame features (patch tokens, optional CLS)",
-    "projector": "vision feature dim -> LLM hidden size",
-    "compressor": "projected frame features -> visual tokens with kind/frame/row/col metadata",
-    "position": "token metadata -> position ids and the rotary module of the LLM",
-    "mask": "token metadata -> the attention mask of the LLM",
-    "llm": "a Hugging Face causal LM with its tokenizer and tuning mode",
-    "loss": "an extra training objective",
-    "metric": "a benchmark metric",
-}
+@dataclass(frozen=True)
+class Kind:
+    package: str  # the subpackage whose modules register this kind's components
+    description: str
 
-# The subpackage that holds each kind; imported lazily so that `import components` stays cheap.
-_PACKAGES = {
-    "encoder": "components.encoders",
-    "projector": "components.projectors",
-    "compressor": "components.compressors",
-    "position": "components.positions",
-    "mask": "components.masks",
-    "llm": "components.llms",
+
+# Exactly the kinds that have components; a new kind is a subpackage and one line here.
+KINDS: dict[str, Kind] = {
+    "encoder": Kind("components.encoders", "pixels -> per-frame features (patch tokens, optional CLS)"),
+    "projector": Kind("components.projectors", "vision feature dim -> LLM hidden size"),
+    "compressor": Kind("components.compressors", "projected frame features -> visual tokens with kind/frame/row/col "
+                                                  "metadata, and any extra loss terms"),
+    "position": Kind("components.positions", "token metadata -> position ids and the rotary module of the LLM"),
+    "mask": Kind("components.masks", "token metadata -> the attention mask of the LLM"),
+    "llm": Kind("components.llms", "a Hugging Face causal LM with its tokenizer and tuning mode"),
 }
 
 
@@ -91,9 +87,9 @@ def register(kind: str, name: str, description: str):
 
 def discover(kind: str | None = None) -> None:
     """Import every module of the kind subpackages so that their decorators run."""
-    for each in [kind] if kind else list(_PACKAGES):
-        package_name = _PACKAGES.get(each)
-        if package_name is None or package_name in _discovered:
+    for each in [kind] if kind else list(KINDS):
+        package_name = KINDS[each].package
+        if package_name in _discovered:
             continue
         _discovered.add(package_name)
         package = importlib.import_module(package_name)

@@ -96,8 +96,7 @@ class VisualTokens:
     """What a compressor hands to the LLM: N tokens per sample, each with its metadata.
 
     embeds: (B, N, D). kind, frame, row, col: (B, N) long tensors; frame/row/col are -1
-    where a token has no such index. extra_losses: named loss terms the compressor adds
-    (ST-LLM's masked video modelling, for instance), already weighted.
+    where a token has no such index.
     """
 
     embeds: torch.Tensor
@@ -105,7 +104,6 @@ class VisualTokens:
     frame: torch.Tensor
     row: torch.Tensor
     col: torch.Tensor
-    extra_losses: dict[str, torch.Tensor] = field(default_factory=dict)
     # Index of each token in the compressor's full (unmasked) token list; lets a loss pair a
     # masked pass with the reference pass. -1 where not meaningful.
     source_index: torch.Tensor | None = None
@@ -143,16 +141,12 @@ class VisualTokens:
     @classmethod
     def concat(cls, parts: list["VisualTokens"]) -> "VisualTokens":
         """Parts one after another along the token axis (e.g. MASH-VLM's temporal then spatial tokens)."""
-        losses: dict[str, torch.Tensor] = {}
-        for part in parts:
-            losses.update(part.extra_losses)
         return cls(
             torch.cat([p.embeds for p in parts], dim=1),
             torch.cat([p.kind for p in parts], dim=1),
             torch.cat([p.frame for p in parts], dim=1),
             torch.cat([p.row for p in parts], dim=1),
             torch.cat([p.col for p in parts], dim=1),
-            losses,
         )
 
     def select(self, index: torch.Tensor) -> "VisualTokens":
@@ -164,7 +158,7 @@ class VisualTokens:
         ).expand(index.shape[0], -1)
         return VisualTokens(
             embeds, gather(self.kind), gather(self.frame), gather(self.row), gather(self.col),
-            dict(self.extra_losses), gather(source),
+            gather(source),
         )
 
 

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from safetensors import SafetensorError
@@ -99,3 +102,46 @@ def load_prefixed_state_dict(pretrained: str, prefixes: dict[str, str], owner: s
     if not out:
         raise CheckpointError(f"{owner}: {pretrained!r} has no weights under {', '.join(prefixes)}")
     return out
+
+
+Converter = Callable[[dict[str, torch.Tensor]], tuple[dict[str, torch.Tensor], list[str]]]
+
+
+@dataclass(frozen=True)
+class ForeignKeys:
+    """How one component's tensors are named in a foreign release (torchtitan's state_dict_adapter,
+    timm's checkpoint_filter_fn), declared on the component class under the release's layout name.
+
+    Targets are the component's own parameter names (``vision.encoder.layers.0...``, not
+    ``encoder.vision...``). ``rules`` are (pattern, replacement) pairs tried in order; ``skipped``
+    are tensors the component leaves out on purpose; ``convert`` takes the whole state and returns
+    tensors that are not a plain rename (EVA's separate q and v biases) with the keys it consumed;
+    ``resolve`` finds where a mapped name really sits among the component's own names (an LLM
+    wrapped by peft keeps its weights under ``base_model.model``).
+    """
+
+    rules: tuple[tuple[str, str], ...]
+    skipped: tuple[str, ...] = ()
+    convert: Converter | None = None
+    resolve: Callable[[str, set[str]], str] | None = None
+
+    def apply(self, state: dict[str, torch.Tensor], own_keys: set[str]) -> tuple[dict[str, torch.Tensor], set[str], list[str]]:
+        """(tensors under the component's own names, every foreign key consumed, the keys skipped on purpose)."""
+        mapped, consumed, skipped = {}, set(), []
+        if self.convert is not None:
+            converted, used = self.convert(state)
+            mapped.update(converted)
+            consumed.update(used)
+        for key, tensor in state.items():
+            if key in consumed:
+                continue
+            if any(re.match(pattern, key) for pattern in self.skipped):
+                skipped.append(key)
+                consumed.add(key)
+                continue
+            target = next((re.sub(p, r, key) for p, r in self.rules if re.match(p, key)), None)
+            if target is None:
+                continue
+            mapped[self.resolve(target, own_keys) if self.resolve else target] = tensor
+            consumed.add(key)
+        return mapped, consumed, skipped

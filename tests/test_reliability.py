@@ -17,6 +17,8 @@ from zoo.data.reader import VideoError, open_reader
 from zoo.data.writer import write_video
 from zoo.config.recipe import recipe_from_dict
 from components.config import RecipeError
+from zoo.cli import main as cli_main
+from zoo.launch.ray_train import claim_run_directory
 from zoo.training.trainer import Trainer, TrainingError
 
 
@@ -129,14 +131,17 @@ def test_a_bad_video_stops_training_naming_the_entry(tmp_path, direction_dataset
     assert str(train) in message and "entry" in message and ("empty (0 bytes)" in message or "file not found" in message)
 
 
-def test_bad_videos_are_skipped_and_counted_when_the_recipe_allows(tmp_path, direction_dataset, capsys):
+def test_bad_videos_are_skipped_and_counted_when_the_recipe_allows(tmp_path, direction_dataset, capsys, monkeypatch):
     train = broken_dataset(tmp_path, direction_dataset)
     trainer = Trainer(recipe_for(train, skip_bad_videos=True), output_dir=tmp_path / "run", device="cpu")
     state = trainer.fit()
     assert state.step == 3 and state.skipped_samples >= 1
-    from zoo.cli import _report
-
-    _report("run", state, tmp_path / "run")
+    # stzoo train says so at the end.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("STZOO_HOME", str(tmp_path / "home"))
+    recipe_file = tmp_path / "skipping.yaml"
+    recipe_file.write_text(recipe_for(train, skip_bad_videos=True).dump())
+    assert cli_main(["train", str(recipe_file), "--output", str(tmp_path / "cli_run")]) == 0
     assert "samples were skipped as unreadable videos" in capsys.readouterr().err
 
 
@@ -234,8 +239,6 @@ def test_bad_conversations_name_the_turn(direction_dataset):
 
 
 def test_a_run_name_reused_for_another_recipe_is_refused(tmp_path):
-    from ray_jobs.train import claim_run_directory
-
     first = recipe_from_dict(tiny_recipe())
     first.scaling.storage_path = str(tmp_path)
     claim_run_directory(first, "my-run")

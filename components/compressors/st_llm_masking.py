@@ -219,7 +219,9 @@ class STLLMMasking(Compressor):
 
     # --- the MVM objective --------------------------------------------------------------
 
-    def sequence_losses(self, model, batch, visual: VisualTokens, sequence: TokenSequence, hidden: torch.Tensor) -> dict:
+    loss_terms = ("mvm",)
+
+    def extra_losses(self, model, batch, visual: VisualTokens, sequence: TokenSequence, hidden: torch.Tensor) -> dict:
         """Eq. 4: kept video tokens of the masked pass against the same tokens of a no-grad unmasked pass."""
         reference = visual.reference
         if reference is None or self.cfg.mvm_weight == 0:

@@ -15,7 +15,7 @@ from torch import nn
 from components.base import BuildContext, VisionEncoder
 from components.tokens import FrameFeatures
 from components.config import RecipeError
-from components.weights import unreachable_message
+from components.weights import ForeignKeys, unreachable_message
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -57,6 +57,9 @@ def encoder_layers(model: nn.Module) -> nn.ModuleList:
 
 
 class HFVisionTower(VisionEncoder):
+    # LLaVA-1.5 / LLaVA-OneVision releases keep the tower at model.vision_tower.vision_tower.*
+    foreign_keys = {"llava": ForeignKeys(rules=((r"^model\.vision_tower\.vision_tower\.", "model."),))}
+
     """A per-frame HF vision tower cut at ``select_layer``; subclasses say whether token 0 is a CLS token."""
 
     def __init__(self, model: nn.Module, select_layer: int, frozen: bool, has_cls: bool, kind_name: str,

@@ -7,6 +7,7 @@ text for every frame; the first ``num_query_tokens`` outputs are the visual toke
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
@@ -21,7 +22,7 @@ from transformers import (
 
 from components.base import BuildContext, VisionEncoder
 from components.encoders._hf_vision import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
-from components.weights import load_prefixed_state_dict, unreachable_message
+from components.weights import ForeignKeys, load_prefixed_state_dict, unreachable_message
 from components.registry import register
 from components.tokenizers import load_tokenizer
 from components.tokens import FrameFeatures
@@ -39,8 +40,50 @@ PRESETS = {
 }
 
 
+EVA_QV_BIAS = re.compile(r"^visual_encoder\.blocks\.(\d+)\.attn\.(q_bias|v_bias)$")
+
+
+def eva_qkv_biases(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """EVA keeps separate q and v biases (k has none); HF's tower has one qkv bias: q, zeros, v."""
+    parts: dict[int, dict[str, str]] = {}
+    for key in state:
+        match = EVA_QV_BIAS.match(key)
+        if match:
+            parts.setdefault(int(match.group(1)), {})[match.group(2)] = key
+    mapped, consumed = {}, []
+    for layer, keys in parts.items():
+        if set(keys) == {"q_bias", "v_bias"}:
+            q, v = state[keys["q_bias"]], state[keys["v_bias"]]
+            mapped[f"vision.encoder.layers.{layer}.self_attn.qkv.bias"] = torch.cat([q, torch.zeros_like(q), v])
+            consumed += keys.values()
+    return mapped, consumed
+
+
 @register("encoder", "blip2_qformer", "BLIP-2 EVA ViT-g + Q-Former per frame (32 queries), optional instruction text as in InstructBLIP")
 class QFormerEncoder(VisionEncoder):
+    # LAVIS / InstructBLIP / ST-LLM .pth files: EVA ViT-g under visual_encoder.*, ln_vision, query_tokens, Qformer.bert.*
+    foreign_keys = {"lavis": ForeignKeys(
+        rules=(
+            (r"^visual_encoder\.cls_token$", "vision.embeddings.class_embedding"),
+            (r"^visual_encoder\.pos_embed$", "vision.embeddings.position_embedding"),
+            (r"^visual_encoder\.patch_embed\.proj\.", "vision.embeddings.patch_embedding."),
+            (r"^visual_encoder\.blocks\.(\d+)\.norm1\.", r"vision.encoder.layers.\1.layer_norm1."),
+            (r"^visual_encoder\.blocks\.(\d+)\.norm2\.", r"vision.encoder.layers.\1.layer_norm2."),
+            (r"^visual_encoder\.blocks\.(\d+)\.attn\.qkv\.weight$", r"vision.encoder.layers.\1.self_attn.qkv.weight"),
+            (r"^visual_encoder\.blocks\.(\d+)\.attn\.proj\.", r"vision.encoder.layers.\1.self_attn.projection."),
+            (r"^visual_encoder\.blocks\.(\d+)\.mlp\.(fc1|fc2)\.", r"vision.encoder.layers.\1.mlp.\2."),
+            (r"^ln_vision\.", "vision.post_layernorm."),
+            (r"^query_tokens$", "query_tokens"),
+            (r"^Qformer\.bert\.embeddings\.LayerNorm\.", "qformer.embeddings.layernorm."),
+            (r"^Qformer\.bert\.embeddings\.(word|position)_embeddings\.", r"qformer.embeddings.\1_embeddings."),
+            (r"^Qformer\.bert\.encoder\.layer\.(\d+)\.(attention|crossattention)\.self\.", r"qformer.encoder.layer.\1.\2.attention."),
+            (r"^Qformer\.bert\.encoder\.layer\.(\d+)\.", r"qformer.encoder.layer.\1."),
+        ),
+        # Heads and buffers of LAVIS's pre-training objectives, unused here.
+        skipped=(r"^Qformer\.cls\.", r"^Qformer\.bert\.embeddings\.position_ids$", r"^visual_encoder\.head\.", r"^temp$"),
+        convert=eva_qkv_biases,
+    )}
+
     _mean, _std = OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
     @dataclass

@@ -16,7 +16,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM
 
 from components.base import BuildContext
-from components.weights import unreachable_message
+from components.weights import ForeignKeys, unreachable_message
 from components.tokenizers import load_tokenizer
 from components.config import RecipeError, bounded
 
@@ -45,8 +45,26 @@ class LanguageModelConfig:
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
 
 
+def peft_weight_name(name: str, own_keys: set[str]) -> str:
+    """Where ``hf.<rest>`` sits when the LLM tunes with LoRA: under peft's wrapper, a wrapped linear's in base_layer."""
+    if name in own_keys or not name.startswith("hf."):
+        return name
+    wrapped = "hf.base_model.model." + name[len("hf."):]
+    for candidate in (wrapped, wrapped.replace(".weight", ".base_layer.weight").replace(".bias", ".base_layer.bias")):
+        if candidate in own_keys:
+            return candidate
+    return name
+
+
 class CausalLanguageModel(nn.Module):
     """An HF causal LM of one model family, with its tokenizer and tuning mode applied."""
+
+    # ST-LLM keeps its LLM under llama_model.* (LAVIS style); LLaVA releases are an HF LM whose
+    # model.* also holds the tower and projector, so the LLM's rules are tried after theirs.
+    foreign_keys = {
+        "lavis": ForeignKeys(rules=((r"^llama_model\.", "hf."),), resolve=peft_weight_name),
+        "llava": ForeignKeys(rules=((r"^model\.", "hf.model."), (r"^lm_head\.", "hf.lm_head.")), resolve=peft_weight_name),
+    }
 
     model_type: str = ""
     config_class: type = None

@@ -9,11 +9,14 @@ from torch import nn
 
 from components.base import BuildContext, Projector
 from components.registry import register
-from components.weights import CheckpointError, load_prefixed_state_dict
+from components.weights import CheckpointError, ForeignKeys, load_prefixed_state_dict
 
 
 @register("projector", "linear", "one Linear layer: vision dim -> LLM hidden size (ST-LLM, BLIP-2)")
 class LinearProjector(Projector):
+    # LAVIS-family releases: llm_proj (BLIP-2, InstructBLIP), llama_proj (ST-LLM), opt_proj, t5_proj.
+    foreign_keys = {"lavis": ForeignKeys(rules=((r"^(llm_proj|llama_proj|opt_proj|t5_proj)\.", "proj."),))}
+
     @dataclass
     class Config:
         bias: bool = True

@@ -9,10 +9,15 @@ from torch import nn
 
 from components.base import BuildContext, Projector
 from components.registry import register
+from components.weights import ForeignKeys
 
 
 @register("projector", "mlp2x_gelu", "LLaVA-1.5 projector: Linear -> GELU -> Linear into the LLM hidden size")
 class MLPProjector(Projector):
+    # LLaVA releases: model.mm_projector.{0,2}; image_newline (LLaVA's image-grid separator) has no place here.
+    foreign_keys = {"llava": ForeignKeys(rules=((r"^model\.mm_projector\.(\d+)\.", r"layers.\1."),),
+                                         skipped=(r"^model\.image_newline$",))}
+
     @dataclass
     class Config:
         hidden_size: int | None = None  # default: the LLM hidden size, as in LLaVA

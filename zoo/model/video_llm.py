@@ -131,11 +131,23 @@ class VideoLLM(nn.Module):
         self.check_length(sequence)
         hidden, _ = self.run_llm(sequence)
         losses = {"ce": self.language_loss(hidden, sequence.labels, sequence.coordinate_fraction)}
-        losses.update(visual.extra_losses)
-        extra = getattr(self.compressor, "sequence_losses", None)
-        if extra is not None and self.training:
-            losses.update(extra(self, batch, visual, sequence, hidden))
+        if self.training:
+            losses.update(self.compressor_losses(batch, visual, sequence, hidden))
         return ModelOutput(loss=sum(losses.values()), losses=losses, sequence=sequence, hidden=hidden)
+
+    @property
+    def loss_terms(self) -> tuple[str, ...]:
+        """Every loss term a training step may log (as ``loss/<term>``): the language loss and the compressor's."""
+        return ("ce", *self.compressor.loss_terms)
+
+    def compressor_losses(self, batch: VideoBatch, visual: VisualTokens, sequence: TokenSequence,
+                          hidden: torch.Tensor) -> dict[str, torch.Tensor]:
+        extra = self.compressor.extra_losses(self, batch, visual, sequence, hidden)
+        undeclared = sorted(set(extra) - set(self.compressor.loss_terms))
+        if undeclared:
+            raise TypeError(f"compressor {self.recipe.model.compressor.name!r} returned loss terms {undeclared} that its "
+                            "loss_terms do not declare; add them to the class's loss_terms")
+        return extra
 
     def language_loss(self, hidden: torch.Tensor, labels: torch.Tensor, fraction: torch.Tensor | None = None) -> torch.Tensor:
         """Next-token cross-entropy over the answer tokens; logits are computed only where a label is.

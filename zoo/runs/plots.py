@@ -5,13 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from zoo.runs.tracking import client
 
-LOSS_KEYS = ("loss", "ce", "mvm")
+def loss_keys(metric_names) -> list[str]:
+    """The total loss and its terms among a run's logged metric names: ``loss`` and every ``loss/<term>``."""
+    return sorted(name for name in metric_names if name == "loss" or name.startswith("loss/"))
 
 
 def loss_history(uri: str, run_id: str) -> dict[str, list[tuple[int, float]]]:
     mlflow_client = client(uri)
     history = {}
-    for key in LOSS_KEYS:
+    for key in loss_keys(mlflow_client.get_run(run_id).data.metrics):
         points = mlflow_client.get_metric_history(run_id, key)
         if points:
             history[key] = sorted((p.step, p.value) for p in points)

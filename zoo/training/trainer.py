@@ -259,8 +259,8 @@ class Trainer:
             if not torch.isfinite(output.loss):
                 self._stop_on_bad_loss(output)
             self.engine.backward(output.loss, index, count)
-            for name, value in output.losses.items():
-                sums[name] = sums.get(name, 0.0) + float(value.detach()) / len(micro_batches)
+            for name, value in output.losses.items():  # each term as loss/<term>: plots and logs find them by the prefix
+                sums[f"loss/{name}"] = sums.get(f"loss/{name}", 0.0) + float(value.detach()) / len(micro_batches)
             sums["loss"] = sums.get("loss", 0.0) + float(output.loss.detach()) / len(micro_batches)
             tokens += int(output.sequence.attention_mask.sum())
         sums["lr"] = self.engine.last_lr()  # the rate this step used
