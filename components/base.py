@@ -83,6 +83,15 @@ class VisionEncoder(nn.Module):
         """A tokenizer for instruction text fed into the encoder (InstructBLIP), or None."""
         return None
 
+    # Instruction tokens the encoder reads at most (InstructBLIP); longer questions are cut.
+    max_instruction_tokens: int = 128
+
+    def encode_instruction(self, text: str) -> list[int] | None:
+        """The ids of an instruction for this encoder (cut to ``max_instruction_tokens``), or None if it reads none."""
+        if self.instruction_tokenizer is None:
+            return None
+        return list(self.instruction_tokenizer(text, truncation=True, max_length=self.max_instruction_tokens)["input_ids"])
+
     def hf_config(self) -> dict | None:
         """The architecture config to save beside the weights, so a checkpoint rebuilds offline."""
         return None

@@ -156,6 +156,11 @@ def _convert(tp, value, path: str, sources: Sources):
         raise TypeError("ComponentSpec fields need field(metadata={'component': KIND})")
     if dataclasses.is_dataclass(tp):
         return _convert_dataclass(tp, value, path, sources)
+    return _convert_scalar(tp, value, path, sources)
+
+
+def _convert_scalar(tp, value, path: str, sources: Sources):
+    """bool, int, float (YAML's '1e-3' text included) and str, each strictly: true is not 1."""
     if tp is bool:
         if not isinstance(value, bool):
             _fail(sources, path, f"{_describe(value)} is not true/false")

@@ -34,6 +34,23 @@ def unreachable_message(kind_name: str, pretrained: str, error: Exception) -> st
     )
 
 
+def resolve_hf_config(owner: str, config_class, pretrained: str | None, config, presets: dict[str, dict]):
+    """An HF config from a recipe's ``config:`` (a preset name or the config's fields), else from ``pretrained``."""
+    if isinstance(config, str):
+        if config not in presets:
+            raise RecipeError(f"{owner}: unknown config preset {config!r}; presets: {', '.join(sorted(presets))}")
+        return config_class(**presets[config])
+    if isinstance(config, dict):
+        return config_class(**config)
+    if pretrained:
+        try:
+            loaded = config_class.from_pretrained(pretrained)
+        except (OSError, ValueError) as error:
+            raise RecipeError(unreachable_message(owner, pretrained, error)) from None
+        return loaded
+    raise RecipeError(f"{owner}: give pretrained: (a directory or hub id) or config: (a preset name or config fields)")
+
+
 def local_directory(pretrained: str, owner: str, patterns: tuple[str, ...] = ("*.json", "*.safetensors")) -> Path:
     """A local directory holding ``pretrained``: the path itself, or the hub snapshot (cached, or downloaded when allowed)."""
     path = Path(pretrained)

@@ -75,3 +75,12 @@ def make_batch(model, questions=("What happens?", "Which way does it go?"), answ
             instruction = model.encoder.instruction_tokenizer(conversation.question)["input_ids"]
         samples.append(VideoSample(torch.randn(frames, 3, size, size, generator=generator), conversation, instruction))
     return collate(samples, model.pad_id)
+
+
+def prompt_batch(model, questions, frames=4, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    samples = []
+    for question in questions:
+        conversation = encode(model.tokenizer, model.recipe.prompt, question_turns(question), for_generation=True)
+        samples.append(VideoSample(torch.randn(frames, 3, 32, 32, generator=generator), conversation))
+    return collate(samples, model.pad_id)

@@ -15,27 +15,10 @@ from torch import nn
 from components.base import BuildContext, VisionEncoder
 from components.tokens import FrameFeatures
 from components.config import RecipeError
-from components.weights import ForeignKeys, unreachable_message
+from components.weights import ForeignKeys, resolve_hf_config, unreachable_message
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-def resolve_config(kind_name: str, config_class, pretrained: str | None, config, presets: dict[str, dict], ctx: BuildContext):
-    """The HF config of a tower: from the recipe's preset name or field dict, else from the pretrained path."""
-    if isinstance(config, str):
-        if config not in presets:
-            raise RecipeError(f"{kind_name}: unknown config preset {config!r}; presets: {', '.join(sorted(presets))}")
-        return config_class(**presets[config])
-    if isinstance(config, dict):
-        return config_class(**config)
-    if pretrained:
-        try:
-            loaded = config_class.from_pretrained(pretrained)
-        except (OSError, ValueError) as error:
-            raise RecipeError(unreachable_message(kind_name, pretrained, error)) from None
-        return loaded
-    raise RecipeError(f"{kind_name}: give pretrained: (a local directory or hub id) or config: (a preset name or config fields)")
 
 
 def check_layer(kind_name: str, select_layer: int, num_layers: int) -> int:
@@ -133,7 +116,7 @@ class HFVisionTower(VisionEncoder):
 
 def load_tower(kind_name: str, model_class, config_class, pretrained: str | None, config, presets, ctx: BuildContext):
     """The HF tower: pretrained weights when the build loads them, else initialised from the config."""
-    hf_config = resolve_config(kind_name, config_class, pretrained, config, presets, ctx)
+    hf_config = resolve_hf_config(kind_name, config_class, pretrained, config, presets)
     if pretrained and ctx.load_pretrained and not ctx.meta:
         try:
             model = model_class.from_pretrained(pretrained)

@@ -104,6 +104,7 @@ class QFormerEncoder(VisionEncoder):
         if not ctx.meta:
             nn.init.normal_(self.query_tokens, std=qformer_cfg.initializer_range)
         self.cfg = cfg
+        self.max_instruction_tokens = cfg.max_instruction_tokens
         self._tokenizer = None
         if cfg.instruction:
             try:

@@ -16,7 +16,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM
 
 from components.base import BuildContext
-from components.weights import ForeignKeys, unreachable_message
+from components.weights import ForeignKeys, resolve_hf_config, unreachable_message
 from components.tokenizers import load_tokenizer
 from components.config import RecipeError, bounded
 
@@ -94,20 +94,7 @@ class CausalLanguageModel(nn.Module):
             raise
 
     def resolve_config(self, cfg):
-        config = cfg.config
-        if isinstance(config, str):
-            if config not in self.presets:
-                raise RecipeError(f"{self.owner}: unknown config preset {config!r}; presets: {', '.join(sorted(self.presets))}")
-            config = self.presets[config]
-        if isinstance(config, dict):
-            hf_config = self.config_class(**config)
-        elif cfg.pretrained:
-            try:
-                hf_config = self.config_class.from_pretrained(cfg.pretrained)
-            except (OSError, ValueError) as error:
-                raise RecipeError(unreachable_message(self.owner, cfg.pretrained, error)) from None
-        else:
-            raise RecipeError(f"{self.owner}: give pretrained: (a directory or hub id) or config: (a preset name or config fields)")
+        hf_config = resolve_hf_config(self.owner, self.config_class, cfg.pretrained, cfg.config, self.presets)
         if self.tokenizer is not None and isinstance(cfg.config, dict) and "vocab_size" not in cfg.config:
             hf_config.vocab_size = len(self.tokenizer)
         return hf_config

@@ -57,7 +57,7 @@ def resolve_video(entry: dict, annotation_dir: Path, video_root: str | None) -> 
 
 class ConversationDataset(Dataset):
     def __init__(self, entries: list[dict], annotation_dir: Path, *, video_spec, preprocess: FramePreprocess,
-                 tokenizer, template, instruction_tokenizer=None, max_instruction_tokens: int = 128,
+                 tokenizer, template, encode_instruction=lambda text: None,
                  video_root: str | None = None, skip_bad_videos: bool = False, for_generation: bool = False,
                  source: str = "<annotations>", codec=None, grounding_style: GroundingStyle = DECIMAL):
         self.entries = entries
@@ -67,8 +67,7 @@ class ConversationDataset(Dataset):
         self.preprocess = preprocess
         self.tokenizer = tokenizer
         self.template = template
-        self.instruction_tokenizer = instruction_tokenizer
-        self.max_instruction_tokens = max_instruction_tokens
+        self.encode_instruction = encode_instruction  # the encoder's: question -> instruction ids, or None
         self.video_root = video_root
         self.skip_bad_videos = skip_bad_videos
         self.for_generation = for_generation
@@ -111,11 +110,7 @@ class ConversationDataset(Dataset):
             raise VideoError(f"{where}: {error}") from None
         conversation = self.encode_text(index)
         turns = entry["conversations"]
-        instruction_ids = None
-        if self.instruction_tokenizer is not None:
-            instruction_ids = list(self.instruction_tokenizer(
-                conversation.question, truncation=True, max_length=self.max_instruction_tokens
-            )["input_ids"])
+        instruction_ids = self.encode_instruction(conversation.question)
         details = {k: v for k, v in entry.items() if k != "conversations"}
         details.update(index=index, video_path=str(path), frames_read=len(frames), video_frames=info.frames,
                        question=turns[0]["value"], reference=entry["conversations"][1]["value"] if len(entry["conversations"]) > 1 else None)
@@ -151,8 +146,7 @@ def build_dataset(recipe, model, annotation_file: str | Path | list, for_generat
         preprocess=FramePreprocess.for_encoder(encoder, video_spec.resize),
         tokenizer=model.tokenizer,
         template=recipe.prompt,
-        instruction_tokenizer=encoder.instruction_tokenizer,
-        max_instruction_tokens=getattr(model.recipe.model.encoder.options, "max_instruction_tokens", 128),
+        encode_instruction=encoder.encode_instruction,
         video_root=recipe.data.video_root,
         skip_bad_videos=recipe.data.skip_bad_videos,
         for_generation=for_generation,

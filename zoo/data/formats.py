@@ -413,48 +413,56 @@ def load_charades_sta(path: str | Path, durations: dict[str, float] | str | Path
     folder = path.parent / video_dir if video_dir else path.parent
     entries = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}: line {number}"
-        head, separator, sentence = line.partition("##")
-        if not separator:
-            fail(where, "has no '##' between 'VIDEO_ID START END' and the sentence")
-        fields = head.split()
-        if len(fields) != 3:
-            fail(where, f"starts with {head.strip()!r} where 'VIDEO_ID START END' was expected")
-        video_id, start_text, end_text = fields
-        try:
-            start, end = float(start_text), float(end_text)
-        except ValueError:
-            fail(where, f"times {start_text!r} and {end_text!r} are not both numbers of seconds")
-        sentence = sentence.strip()
-        if not sentence:
-            fail(where, "has an empty sentence")
-        if not (math.isfinite(start) and math.isfinite(end)) or start < 0:
-            fail(where, f"start {start_text} s is not a time in the video")
-        if end < start:
-            fail(where, f"ends at {end} s, before it starts at {start} s")
-        video = f"{video_id}.mp4"
-        if durations is None:
-            duration = probed_duration(folder / video, where, reader)
-        elif video_id in durations:
-            duration = durations[video_id]
-        else:
-            fail(where, f"video {video_id!r} has no duration among the durations given")
-        if not is_number(duration) or duration <= 0:
-            fail(where, f"video {video_id!r} has duration {duration!r}, not a positive number of seconds")
-        if start >= duration:
-            fail(where, f"starts at {start} s, at or after the end of its {duration} s video")
-        span = [round(start / duration, 6), round(min(end, duration) / duration, 6)]
-        entry = {
-            "id": f"{video_id}_{number}", "video": str(Path(video_dir) / video) if video_dir else video,
-            "task": "temporal_grounding", "split": split,
-            "conversations": [{"from": "human",
-                               "value": "<video>\n" + CHARADES_QUESTION.format(sentence=sentence.rstrip("."))},
-                              {"from": "gpt", "value": DECIMAL.span(*span)}],
-            "meta": {"duration": duration, "start": start, "end": end, "sentence": sentence},
-            "target": {"span": span},
-        }
-        validate_entry(entry, where)
-        entries.append(entry)
+        if line.strip():
+            entries.append(charades_entry(line, f"{path}: line {number}", number, durations, folder, video_dir, split, reader))
     return entries
+
+
+def charades_line(line: str, where: str) -> tuple[str, float, float, str]:
+    """(video id, start s, end s, sentence) of one 'VIDEO_ID START END##sentence' line, each part checked."""
+    head, separator, sentence = line.partition("##")
+    if not separator:
+        fail(where, "has no '##' between 'VIDEO_ID START END' and the sentence")
+    fields = head.split()
+    if len(fields) != 3:
+        fail(where, f"starts with {head.strip()!r} where 'VIDEO_ID START END' was expected")
+    video_id, start_text, end_text = fields
+    try:
+        start, end = float(start_text), float(end_text)
+    except ValueError:
+        fail(where, f"times {start_text!r} and {end_text!r} are not both numbers of seconds")
+    sentence = sentence.strip()
+    if not sentence:
+        fail(where, "has an empty sentence")
+    if not (math.isfinite(start) and math.isfinite(end)) or start < 0:
+        fail(where, f"start {start_text} s is not a time in the video")
+    if end < start:
+        fail(where, f"ends at {end} s, before it starts at {start} s")
+    return video_id, start, end, sentence
+
+
+def charades_entry(line: str, where: str, number: int, durations: dict[str, float] | None, folder: Path,
+                   video_dir: str | None, split: str, reader: str) -> dict:
+    video_id, start, end, sentence = charades_line(line, where)
+    video = f"{video_id}.mp4"
+    if durations is None:
+        duration = probed_duration(folder / video, where, reader)
+    elif video_id in durations:
+        duration = durations[video_id]
+    else:
+        fail(where, f"video {video_id!r} has no duration among the durations given")
+    if not is_number(duration) or duration <= 0:
+        fail(where, f"video {video_id!r} has duration {duration!r}, not a positive number of seconds")
+    if start >= duration:
+        fail(where, f"starts at {start} s, at or after the end of its {duration} s video")
+    span = [round(start / duration, 6), round(min(end, duration) / duration, 6)]
+    entry = {
+        "id": f"{video_id}_{number}", "video": str(Path(video_dir) / video) if video_dir else video,
+        "task": "temporal_grounding", "split": split,
+        "conversations": [{"from": "human", "value": "<video>\n" + CHARADES_QUESTION.format(sentence=sentence.rstrip("."))},
+                          {"from": "gpt", "value": DECIMAL.span(*span)}],
+        "meta": {"duration": duration, "start": start, "end": end, "sentence": sentence},
+        "target": {"span": span},
+    }
+    validate_entry(entry, where)
+    return entry

@@ -8,7 +8,6 @@ go through ``ray.train.report``: a killed worker group restarts from the latest 
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import sys
@@ -29,8 +28,6 @@ from zoo.runs import tracking
 from zoo.runs.run_recipe import StageResult
 from zoo.training.stages import Stage
 from zoo.training.trainer import Trainer
-
-logger = logging.getLogger("stzoo.job")
 
 
 def say(line: str) -> None:
@@ -59,19 +56,6 @@ class JobLog:
         tokens_per_second = metrics.get("tokens", 0) / max(metrics.get("step_seconds", 1e-9), 1e-9)
         say(f"[{self.name}] step {step}/{total} loss {metrics['loss']:.4f} {terms} lr {metrics['lr']:.2e} "
             f"{metrics.get('samples_per_second', 0):.2f} samples/s {tokens_per_second:.0f} tokens/s eta {eta}")
-
-
-def start_system_metrics(uri: str, run_id: str):
-    """CPU, memory (and GPU, where pynvml sees one) every 10 s into the run; none if MLflow cannot start it."""
-    try:
-        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor  # optional psutil/pynvml
-
-        monitor = SystemMetricsMonitor(run_id, sampling_interval=10, tracking_uri=uri)
-        monitor.start()
-        return monitor
-    except Exception as error:  # system metrics are a nicety; training must not depend on them
-        logger.warning("system metrics are off: %s", error)
-        return None
 
 
 def worker_trainer(config: dict, rank: int, world: int, device: torch.device) -> Trainer:
@@ -106,7 +90,7 @@ def worker_loop(config: dict) -> None:
     if rank == 0:
         sink = tracking.MLflowMetrics(config["tracking_uri"], config["run_id"], tracking.unsent_metrics_file(config["run_id"]))
         trainer.loggers = [JobLog(name, lambda: trainer.step_offset + getattr(trainer, "total_steps", 0)), sink]
-        monitor = start_system_metrics(config["tracking_uri"], config["run_id"])
+        monitor = tracking.start_system_metrics(config["tracking_uri"], config["run_id"])
     checkpoint = ray.train.get_checkpoint()
     try:
         if checkpoint is None:

@@ -22,10 +22,7 @@ def prepare_sample(model, video: str, prompt: str) -> VideoSample:
     pixels = FramePreprocess.for_encoder(model.encoder, recipe.data.video.resize)(frames)
     conversation = encode(model.tokenizer, recipe.prompt, question_turns(prompt), for_generation=True,
                           add_bos=recipe.prompt.add_bos, codec=model.position.text_codec)
-    instruction = None
-    if model.encoder.instruction_tokenizer is not None:
-        instruction = list(model.encoder.instruction_tokenizer(conversation.question, truncation=True, max_length=128)["input_ids"])
-    return VideoSample(pixels, conversation, instruction, {"video": video})
+    return VideoSample(pixels, conversation, model.encoder.encode_instruction(conversation.question), {"video": video})
 
 
 def answer_stream(model, video: str, prompt: str, max_new_tokens: int = 128, temperature: float = 0.0) -> Iterator[str]:

@@ -27,9 +27,12 @@ class InProcessLauncher:
         sink = tracking.MLflowMetrics(run.uri, run.run_id, tracking.unsent_metrics_file(run.run_id))
         trainer = Trainer(stage.recipe, model=stage.build_model(handoff), output_dir=output, loggers=(sink,),
                           progress=self.progress, step_offset=first_step)
+        monitor = tracking.start_system_metrics(run.uri, run.run_id)
         try:
             state = trainer.fit(resume_from=self.resume_from)
         finally:
             sink.close()
+            if monitor is not None:
+                monitor.finish()
         losses = (state.history[0]["loss"], state.history[-1]["loss"]) if state.history else None
         return StageResult(stage.name, output / "final", first_step, trainer.run_step, losses, state.skipped_samples)

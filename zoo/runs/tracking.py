@@ -196,6 +196,19 @@ def log_metrics_once(uri: str, run_id: str, metrics: dict[str, float]) -> None:
         client(uri).log_batch(run_id, metrics=batch[start : start + 1000])
 
 
+def start_system_metrics(uri: str, run_id: str):
+    """CPU, memory (and GPU, where pynvml sees one) every 10 s into the run; none if MLflow cannot start it."""
+    try:
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor  # optional psutil/pynvml
+
+        monitor = SystemMetricsMonitor(run_id, sampling_interval=10, tracking_uri=uri)
+        monitor.start()
+        return monitor
+    except Exception as error:  # system metrics are a nicety; training must not depend on them
+        logger.warning("system metrics are off: %s", error)
+        return None
+
+
 def log_directory(uri: str, run_id: str, directory: Path, artifact_path: str) -> None:
     client(uri).log_artifacts(run_id, str(directory), artifact_path)
 

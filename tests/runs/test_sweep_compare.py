@@ -39,9 +39,7 @@ def stzoo(*args, env):
                           timeout=1200, env=env)
 
 
-def test_a_sweep_compared_in_a_table_and_in_the_mlflow_ui(mlflow_server, tmp_path):
-    from mlflow.tracking import MlflowClient
-
+def write_experiment(tmp_path: Path) -> Path:
     from zoo.data.action_scene import SuiteOptions, generate_suite
 
     suite = tmp_path / "suite"
@@ -60,25 +58,48 @@ def test_a_sweep_compared_in_a_table_and_in_the_mlflow_ui(mlflow_server, tmp_pat
             "broken": {"set": {"model.llm.config.num_attention_heads": 3}},  # 64 is not divisible by 3
         },
     }))
+    return experiment
+
+
+@pytest.fixture(scope="module")
+def swept(mlflow_server, tmp_path_factory):
+    """A 3-variant x 2-seed sweep (one variant cannot be built), then a re-run of two variants."""
+    from mlflow.tracking import MlflowClient
+
+    tmp_path = tmp_path_factory.mktemp("sweep")
+    experiment = write_experiment(tmp_path)
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server.mlflow_url, "HF_HUB_OFFLINE": "1",
            "STZOO_HOME": str(tmp_path / "stzoo")}
     first = stzoo("sweep", str(experiment), "--scale", "tiny", "--output", str(tmp_path / "runs"), env=env)
-    assert first.returncode == 1 and "finished: 4" in first.stdout and "failed: 2" in first.stdout, first.stdout + first.stderr
     again = stzoo("sweep", str(experiment), "--scale", "tiny", "--variants", "causal,frame_block",
                   "--output", str(tmp_path / "runs"), env=env)
-    assert again.returncode == 0 and "skipped: 4" in again.stdout and "finished: 0" in again.stdout
-
     client = MlflowClient(mlflow_server.mlflow_url)
     found = client.get_experiment_by_name("two_masks")
-    runs = client.search_runs([found.experiment_id])
-    parent = next(r for r in runs if r.data.tags.get("stzoo.role") == "sweep")
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    runs = client.search_runs([found.experiment_id]) if found else []
+    return dict(tmp_path=tmp_path, experiment=experiment, env=env, first=first, again=again, client=client,
+                experiment_id=found.experiment_id if found else None, runs=runs)
+
+
+def sweep_runs(swept) -> tuple:
+    parent = next(r for r in swept["runs"] if r.data.tags.get("stzoo.role") == "sweep")
+    children = [r for r in swept["runs"] if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    return parent, children
+
+
+def test_a_sweep_records_every_child_and_a_rerun_skips_the_finished(swept):
+    first, again = swept["first"], swept["again"]
+    assert first.returncode == 1 and "finished: 4" in first.stdout and "failed: 2" in first.stdout, first.stdout + first.stderr
+    assert again.returncode == 0 and "skipped: 4" in again.stdout and "finished: 0" in again.stdout
+    _, children = sweep_runs(swept)
     assert len(children) == 6
     failed = [r for r in children if r.info.status == "FAILED"]
     assert len(failed) == 2 and all("number of attention heads (3)" in r.data.tags["stzoo.error"] for r in failed)
 
-    out = tmp_path / "comparison"
-    compared = stzoo("compare", str(experiment), "--scale", "tiny", "--out", str(out), env=env)
+
+def test_stzoo_compare_agrees_with_the_logged_runs(swept):
+    parent, children = sweep_runs(swept)
+    out = swept["tmp_path"] / "comparison"
+    compared = stzoo("compare", str(swept["experiment"]), "--scale", "tiny", "--out", str(out), env=swept["env"])
     assert compared.returncode == 0, compared.stderr
     assert "| causal |" in compared.stdout and "| frame_block |" in compared.stdout and "broken" not in compared.stdout
     rows = {row["variant"]: row for row in csv.DictReader(open(out / "table.csv"))}
@@ -88,17 +109,20 @@ def test_a_sweep_compared_in_a_table_and_in_the_mlflow_ui(mlflow_server, tmp_pat
             expected = sum(r.data.metrics[key] for r in finished) / len(finished)
             assert float(rows[variant][f"{key} mean"]) == pytest.approx(expected)
     assert (out / "metrics.png").stat().st_size > 5000 and (out / "training_loss.png").stat().st_size > 5000
-    logged = {a.path for a in client.list_artifacts(parent.info.run_id, "comparison")}
+    logged = {a.path for a in swept["client"].list_artifacts(parent.info.run_id, "comparison")}
     assert "comparison/table.md" in logged
 
+
+def test_the_mlflow_ui_compares_the_runs_in_a_browser(swept, mlflow_server):
     if CHROMIUM is None:
         if os.environ.get("CI"):
             pytest.fail("chromium is not installed; .ci/run installs Debian's chromium package")
         pytest.skip("chromium is not installed")
+    _, children = sweep_runs(swept)
     finished_children = [r for r in children if r.info.status == "FINISHED"]
     ids = [r.info.run_id for r in finished_children]
-    url = f"{mlflow_server.mlflow_url}/#/compare-runs?runs={json.dumps(ids)}&experiments={json.dumps([found.experiment_id])}"
-    profile = ["--user-data-dir=" + str(tmp_path / "chromium")]
+    url = f"{mlflow_server.mlflow_url}/#/compare-runs?runs={json.dumps(ids)}&experiments={json.dumps([swept['experiment_id']])}"
+    profile = ["--user-data-dir=" + str(swept["tmp_path"] / "chromium")]
     dom = subprocess.run([CHROMIUM, *BROWSER_FLAGS, *profile, "--dump-dom", url], capture_output=True, text=True, timeout=180).stdout
     assert f"Comparing {len(ids)} Runs" in dom
     for run in finished_children:
@@ -106,7 +130,7 @@ def test_a_sweep_compared_in_a_table_and_in_the_mlflow_ui(mlflow_server, tmp_pat
     # The page lists metrics alphabetically in a virtualised table: these come early enough to be rendered.
     for key in ("loss", "mc.multiple_choice.accuracy", "Metrics", "Parameters"):
         assert key in dom
-    screenshot = tmp_path / "mlflow_compare.png"
+    screenshot = swept["tmp_path"] / "mlflow_compare.png"
     subprocess.run([CHROMIUM, *BROWSER_FLAGS, *profile, f"--screenshot={screenshot}", url], capture_output=True, timeout=180)
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and screenshot.stat().st_size > 20000
     if os.environ.get("STZOO_UPDATE_SCREENSHOTS"):

@@ -115,3 +115,23 @@ def test_the_checker_sees_function_level_and_relative_imports(tmp_path):
     modules = {"zoo.model.thing": source, "zoo.model.other": source, "zoo.runs.tracking": source}
     assert imports_of("zoo.model.thing", source, modules) == {"zoo.model.other", "zoo.runs.tracking"}
     assert floor_of("zoo.runs.tracking")[0] > floor_of("zoo.model.thing")[0]
+
+
+def test_no_function_is_over_sixty_lines():
+    """Small functions that do one thing (the counter-example: LLaVA's 300-line input preparation)."""
+    long = []
+    for directory in (*PACKAGES, "benchmarks", "tests"):
+        for path in (REPO / directory).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60:
+                    long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    assert not long, "functions over 60 lines:\n" + "\n".join(long)
+
+
+def test_every_registry_kind_has_components():
+    """The registry lists exactly the kinds that have components (no kind waiting for its first one)."""
+    from components import registry
+
+    catalogue = registry.catalogue()
+    assert set(catalogue) == set(registry.KINDS)
+    assert all(catalogue[kind] for kind in registry.KINDS), {kind: len(entries) for kind, entries in catalogue.items()}

@@ -13,9 +13,7 @@ from components.masks.frame_block import FrameBlockMask
 from components.masks.rendering import dense_allowed, render_mask
 from components.positions.harmonic_rope import HarmonicRoPE
 from components.tokens import FrameFeatures, TokenKind, TokenSequence
-from tests.helpers import tiny_recipe
-from tests.helpers import make_batch
-from tests.test_positions_generation_checkpoints import prompt_batch
+from tests.helpers import make_batch, prompt_batch, tiny_recipe
 from zoo.model.video_llm import build_model
 from zoo.config.recipe import recipe_from_dict
 from components.config import RecipeError

@@ -6,11 +6,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig
 
-from tests.helpers import TINY_LLM, tiny_recipe
-from tests.helpers import make_batch
+from tests.helpers import TINY_LLM, make_batch, prompt_batch, tiny_recipe
 from zoo.data.batch import VideoSample, collate
-from zoo.model.video_llm import VideoLLM, build_model
 from zoo.data.prompting import encode, question_turns
+from zoo.model.video_llm import VideoLLM, build_model
 from zoo.config.recipe import recipe_from_dict
 from components.weights import CheckpointError
 
@@ -46,15 +45,6 @@ def test_one_axis_rotary_is_stock_rope_bit_for_bit(build_tiny):
     x = torch.zeros(1, 7, 64)
     for mine, theirs in zip(axis(x, ids.unsqueeze(0)), stock(x, ids)):
         assert torch.equal(mine, theirs)
-
-
-def prompt_batch(model, questions, frames=4, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    samples = []
-    for question in questions:
-        conversation = encode(model.tokenizer, model.recipe.prompt, question_turns(question), for_generation=True)
-        samples.append(VideoSample(torch.randn(frames, 3, 32, 32, generator=generator), conversation))
-    return collate(samples, model.pad_id)
 
 
 @pytest.mark.parametrize("llm", ["llama", "qwen2"])
