@@ -10,12 +10,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np  # noqa: E402
+import psutil  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from zoo.data.writer import write_video  # noqa: E402
 
 from tests.helpers import moving_square_frames, tiny_recipe  # noqa: E402
+from zoo.launch import servers as local  # noqa: E402
 
 
 @pytest.fixture
@@ -51,3 +53,22 @@ def direction_dataset(tmp_path):
         return path
 
     return make
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory):
+    """A Ray head and an MLflow server on loopback for the session, stopped by PID at the end."""
+    home = tmp_path_factory.mktemp("stzoo_home")
+    servers = local.LocalServers(home=str(home))
+    try:
+        local.start_mlflow(servers)
+        local.start_ray(servers, num_cpus=2, env={"MLFLOW_TRACKING_URI": servers.mlflow_url, "HF_HUB_OFFLINE": "1",
+                                                  "STZOO_HOME": str(home)})
+        yield servers
+    finally:
+        # The head's tree and whatever names its GCS address (the Ray client server is reparented to init).
+        started = (set(local.ray_tree(servers)) | local.processes_using(f"--address={servers.ray_address}")
+                   | ({servers.mlflow_pid} if servers.mlflow_pid else set()))
+        local.stop_ray(servers)
+        local.stop_mlflow(servers)
+        assert not [pid for pid in started if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +11,7 @@ import torch
 
 from zoo.data.batch import VideoSample, collate
 from zoo.data.prompting import encode, question_turns
+from zoo.launch import servers as local
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -84,3 +87,16 @@ def prompt_batch(model, questions, frames=4, seed=0):
         conversation = encode(model.tokenizer, model.recipe.prompt, question_turns(question), for_generation=True)
         samples.append(VideoSample(torch.randn(frames, 3, 32, 32, generator=generator), conversation))
     return collate(samples, model.pad_id)
+
+
+def submit_job(cluster, recipe: Path, run_name: str, wait: bool = True) -> subprocess.CompletedProcess | str:
+    """`ray job submit ... ray_jobs.train RECIPE --run-name NAME` to the test cluster: its output, or its job id."""
+    command = [str(Path(local.venv_environment()["PATH"].split(":")[0]) / "ray"), "job", "submit",
+               "--address", cluster.dashboard_url, "--working-dir", str(REPO)]
+    if not wait:
+        command.append("--no-wait")
+    command += ["--", "python", "-m", "ray_jobs.train", str(recipe), "--run-name", run_name]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900, env=local.venv_environment())
+    if wait:
+        return result
+    return re.search(r"raysubmit_[A-Za-z0-9]+", result.stdout).group(0)

@@ -16,7 +16,7 @@ import psutil
 import pytest
 import yaml
 
-from tests.helpers import REPO, moving_square_frames, tiny_recipe
+from tests.helpers import moving_square_frames, submit_job, tiny_recipe
 from zoo.data.writer import write_video
 from zoo.launch import servers as local
 
@@ -56,40 +56,10 @@ def write_recipe(root: Path, train_file: Path, test_file: Path, steps: int, save
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    home = tmp_path_factory.mktemp("stzoo_home")
-    servers = local.LocalServers(home=str(home))
-    try:
-        local.start_mlflow(servers)
-        local.start_ray(servers, num_cpus=2, env={"MLFLOW_TRACKING_URI": servers.mlflow_url, "HF_HUB_OFFLINE": "1",
-                                                  "STZOO_HOME": str(home)})
-        yield servers
-    finally:
-        # The head's tree and whatever names its GCS address (the Ray client server is reparented to init).
-        started = (set(local.ray_tree(servers)) | local.processes_using(f"--address={servers.ray_address}")
-                   | ({servers.mlflow_pid} if servers.mlflow_pid else set()))
-        local.stop_ray(servers)
-        local.stop_mlflow(servers)
-        assert not [pid for pid in started if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
-
-
-@pytest.fixture(scope="module")
 def task(tmp_path_factory):
     root = tmp_path_factory.mktemp("direction")
     train_file, test_file = write_direction_task(root)
     return root, train_file, test_file
-
-
-def submit(cluster, recipe: Path, run_name: str, wait: bool = True) -> subprocess.CompletedProcess | str:
-    command = [str(Path(local.venv_environment()["PATH"].split(":")[0]) / "ray"), "job", "submit",
-               "--address", cluster.dashboard_url, "--working-dir", str(REPO)]
-    if not wait:
-        command.append("--no-wait")
-    command += ["--", "python", "-m", "ray_jobs.train", str(recipe), "--run-name", run_name]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=900, env=local.venv_environment())
-    if wait:
-        return result
-    return re.search(r"raysubmit_[A-Za-z0-9]+", result.stdout).group(0)
 
 
 def job_client(cluster):
@@ -148,7 +118,7 @@ def test_servers_listen_on_loopback_only(cluster):
 def test_a_submitted_recipe_is_tracked_in_mlflow(cluster, task):
     root, train_file, test_file = task
     recipe = write_recipe(root, train_file, test_file, steps=8, save_every=4)
-    result = submit(cluster, recipe, "uninterrupted")
+    result = submit_job(cluster, recipe, "uninterrupted")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "step 8/8 loss" in result.stdout and "eta" in result.stdout  # the job log shows progress
     client, run = mlflow_run(cluster, "uninterrupted")
@@ -176,10 +146,10 @@ def test_a_submitted_recipe_is_tracked_in_mlflow(cluster, task):
 def test_a_killed_worker_resumes_from_its_checkpoint_with_the_same_result(cluster, task):
     root, train_file, test_file = task
     recipe = write_recipe(root, train_file, test_file, steps=40, save_every=5)
-    reference = submit(cluster, recipe, "reference-40")
+    reference = submit_job(cluster, recipe, "reference-40")
     assert reference.returncode == 0, reference.stderr[-2000:]
 
-    job_id = submit(cluster, recipe, "killed-40", wait=False)
+    job_id = submit_job(cluster, recipe, "killed-40", wait=False)
     wait_for_steps(cluster, "killed-40", 12)
     workers = [p for p in psutil.process_iter(["name", "cmdline"])
                if "RayTrainWorker" in " ".join(p.info.get("cmdline") or []) + (p.info.get("name") or "")]
@@ -198,13 +168,13 @@ def test_a_killed_worker_resumes_from_its_checkpoint_with_the_same_result(cluste
 def test_a_stopped_and_resubmitted_job_continues_its_run(cluster, task):
     root, train_file, test_file = task
     recipe = write_recipe(root, train_file, test_file, steps=40, save_every=5)
-    job_id = submit(cluster, recipe, "resubmitted-40", wait=False)
+    job_id = submit_job(cluster, recipe, "resubmitted-40", wait=False)
     wait_for_steps(cluster, "resubmitted-40", 12)
     job_client(cluster).stop_job(job_id)
     assert wait_for_job(cluster, job_id) == "STOPPED"
     _, first = mlflow_run(cluster, "resubmitted-40")
 
-    again = submit(cluster, recipe, "resubmitted-40")
+    again = submit_job(cluster, recipe, "resubmitted-40")
     assert again.returncode == 0, again.stderr[-2000:]
     assert "continued" in again.stdout and "resuming from" in again.stdout
     client, run = mlflow_run(cluster, "resubmitted-40")
