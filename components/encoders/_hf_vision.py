@@ -40,8 +40,9 @@ def encoder_layers(model: nn.Module) -> nn.ModuleList:
 
 
 class HFVisionTower(VisionEncoder):
-    # LLaVA-1.5 / LLaVA-OneVision releases keep the tower at model.vision_tower.vision_tower.*
-    foreign_keys = {"llava": ForeignKeys(rules=((r"^model\.vision_tower\.vision_tower\.", "model."),))}
+    # LLaVA-1.5 / LLaVA-OneVision releases keep the HF vision model (CLIPVisionModel, SigLipVisionModel) at
+    # model.vision_tower.vision_tower.*; the tower here is its inner vision_model.
+    foreign_keys = {"llava": ForeignKeys(rules=((r"^model\.vision_tower\.vision_tower\.vision_model\.", "model."),))}
 
     """A per-frame HF vision tower cut at ``select_layer``; subclasses say whether token 0 is a CLS token."""
 
