@@ -16,8 +16,8 @@ import time
 
 import torch
 
-from tests.conftest import tiny_recipe
-from tests.test_model import make_batch
+from tests.helpers import tiny_recipe
+from tests.helpers import make_batch
 from zoo.model.video_llm import build_model
 from zoo.config.recipe import load_recipe, recipe_from_dict
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import attention, overhead, scaling, video_input
+from benchmarks import attention_masks, overhead, scaling, video_input
 
 RESULTS = Path(__file__).resolve().parent / "results.md"
 
@@ -34,7 +34,7 @@ def machine() -> str:
 
 def main() -> None:
     sections = [
-        ("Structured attention (target 1)", attention.main([])),
+        ("Structured attention (target 1)", attention_masks.main([])),
         ("Platform overhead (target 2)", overhead.main()),
         ("Video input (target 3)", video_input.main([])),
         ("Scaling with frames (target 4)", scaling.main([])),

@@ -18,7 +18,7 @@ RECIPES = ("baseline", "mash_vlm", "st_llm", "llava_st")
 
 ONE_CONFIG = """
 import json, resource, statistics, time, torch
-from tests.test_model import make_batch
+from tests.helpers import make_batch
 from zoo.model.video_llm import build_model
 from zoo.config.recipe import load_recipe
 recipe = load_recipe("recipes/tiny/{name}.yaml", ["train.stages=[]", "data.video.frames={frames}",

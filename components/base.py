@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from components.tokens import FrameFeatures, TokenKind, TokenSequence, VisualTokens
+from components.token_metadata import FrameFeatures, TokenKind, TokenSequence, VisualTokens
 from components.weights import ForeignKeys
 
 

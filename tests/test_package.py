@@ -5,6 +5,7 @@ through a cycle. The floors are those of zoo/__init__.py's docstring."""
 from __future__ import annotations
 
 import ast
+import importlib
 from pathlib import Path
 
 from tests.helpers import REPO
@@ -135,3 +136,19 @@ def test_every_registry_kind_has_components():
     catalogue = registry.catalogue()
     assert set(catalogue) == set(registry.KINDS)
     assert all(catalogue[kind] for kind in registry.KINDS), {kind: len(entries) for kind, entries in catalogue.items()}
+
+
+def test_every_module_imports():
+    """Every module of the package and of the benchmarks imports (make bench has no other test)."""
+    failures = []
+    for directory in (*PACKAGES, "benchmarks"):
+        for path in sorted((REPO / directory).rglob("*.py")):
+            parts = path.relative_to(REPO).with_suffix("").parts
+            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            if name.endswith("__main__"):
+                continue  # runs the CLI on import
+            try:
+                importlib.import_module(name)
+            except Exception as error:  # every failure is reported, not only the first
+                failures.append(f"{name}: {type(error).__name__}: {error}")
+    assert not failures, "\n".join(failures)

@@ -8,7 +8,7 @@ import torch
 
 from components.base import BuildContext, Compressor
 from components.registry import register
-from components.tokens import FrameFeatures, TokenKind, VisualTokens, grid_positions
+from components.token_metadata import FrameFeatures, TokenKind, VisualTokens, grid_positions
 
 
 @register("compressor", "all_tokens", "all T x P frame tokens in frame order, each with its frame and grid position")

@@ -27,7 +27,7 @@ from torch import nn
 
 from components.base import BuildContext, Compressor
 from components.registry import register
-from components.tokens import FrameFeatures, TokenKind, VisualTokens, grid_positions
+from components.token_metadata import FrameFeatures, TokenKind, VisualTokens, grid_positions
 from components.config import RecipeError, bounded
 
 

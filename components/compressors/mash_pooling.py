@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from components.base import BuildContext, Compressor
 from components.registry import register
-from components.tokens import NO_INDEX, FrameFeatures, TokenKind, VisualTokens, grid_positions
+from components.token_metadata import NO_INDEX, FrameFeatures, TokenKind, VisualTokens, grid_positions
 from components.config import RecipeError, bounded
 
 TEMPORAL_FEATURES = ("cls", "pooled", "difference")

@@ -26,7 +26,7 @@ from torch import nn
 
 from components.base import BuildContext, Compressor
 from components.registry import register
-from components.tokens import NO_INDEX, FrameFeatures, TokenKind, TokenSequence, VisualTokens, grid_positions
+from components.token_metadata import NO_INDEX, FrameFeatures, TokenKind, TokenSequence, VisualTokens, grid_positions
 from components.config import RecipeError, bounded
 
 RATE_BOUNDS = {"paper": (0.3, 0.7), "official_code": (0.1, 0.7)}

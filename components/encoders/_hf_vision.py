@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from components.base import BuildContext, VisionEncoder
-from components.tokens import FrameFeatures
+from components.token_metadata import FrameFeatures
 from components.config import RecipeError
 from components.weights import ForeignKeys, resolve_hf_config, unreachable_message
 

@@ -25,7 +25,7 @@ from components.encoders._hf_vision import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from components.weights import ForeignKeys, load_prefixed_state_dict, unreachable_message
 from components.registry import register
 from components.tokenizers import load_tokenizer
-from components.tokens import FrameFeatures
+from components.token_metadata import FrameFeatures
 from components.config import RecipeError
 
 PRESETS = {

@@ -9,7 +9,7 @@ import torch
 
 from components.base import BuildContext, VisionEncoder
 from components.registry import register
-from components.tokens import FrameFeatures
+from components.token_metadata import FrameFeatures
 from components.config import RecipeError
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from components.base import BuildContext, MaskScheme
 from components.registry import register
-from components.tokens import TokenSequence
+from components.token_metadata import TokenSequence
 
 
 @register("mask", "causal", "standard causal attention over the whole sequence (LLaVA, ST-LLM, LLaVA-ST)")

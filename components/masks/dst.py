@@ -22,7 +22,7 @@ import torch
 
 from components.base import BuildContext, MaskScheme
 from components.registry import register
-from components.tokens import TokenKind, TokenSequence
+from components.token_metadata import TokenKind, TokenSequence
 from components.config import RecipeError
 
 KINDS = len(TokenKind)

@@ -9,7 +9,7 @@ import torch
 
 from components.base import BuildContext, MaskScheme
 from components.registry import register
-from components.tokens import TokenKind, TokenSequence
+from components.token_metadata import TokenKind, TokenSequence
 
 
 @register("mask", "frame_block", "TC-LLaVA frame-block causal: visual tokens see their own and earlier frames, text causal")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from components.base import MaskFunction, MaskScheme
-from components.tokens import TokenSequence
+from components.token_metadata import TokenSequence
 
 DENSE_IMPLEMENTATIONS = ("eager", "sdpa")
 

@@ -20,7 +20,7 @@ import torch
 from components.base import BuildContext, Compressor, PositionScheme
 from components.positions.rope import sequential_ids
 from components.registry import register
-from components.tokens import TokenKind, TokenSequence
+from components.token_metadata import TokenKind, TokenSequence
 
 BALANCED, DISTINCT = 0, 1
 

@@ -27,7 +27,7 @@ from torch import nn
 from components import registry
 from components.base import BuildContext, Compressor, PositionScheme
 from components.registry import register
-from components.tokens import FrameFeatures, TokenSequence
+from components.token_metadata import FrameFeatures, TokenSequence
 from components.config import ComponentSpec, RecipeError, bounded, component
 
 AXES = ("t", "h", "w")  # table order: time, height, width

@@ -8,7 +8,7 @@ import torch
 
 from components.base import BuildContext, PositionScheme
 from components.registry import register
-from components.tokens import TokenSequence
+from components.token_metadata import TokenSequence
 
 
 def sequential_ids(attention_mask: torch.Tensor) -> torch.Tensor:

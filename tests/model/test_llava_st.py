@@ -11,7 +11,7 @@ import torch
 from components.base import BuildContext
 from components.compressors.llava_st_packer import SpatialTemporalPacker
 from components.positions.lape import LAPE, CoordinateCodec
-from components.tokens import FrameFeatures, TokenKind
+from components.token_metadata import FrameFeatures, TokenKind
 from tests.helpers import tiny_recipe
 from tests.helpers import make_batch
 from zoo.data.grounding import GroundingStyle, parse_span

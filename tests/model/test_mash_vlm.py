@@ -12,7 +12,7 @@ from components.masks.dst import DSTMask
 from components.masks.frame_block import FrameBlockMask
 from components.masks.rendering import dense_allowed, render_mask
 from components.positions.harmonic_rope import HarmonicRoPE
-from components.tokens import FrameFeatures, TokenKind, TokenSequence
+from components.token_metadata import FrameFeatures, TokenKind, TokenSequence
 from tests.helpers import make_batch, prompt_batch, tiny_recipe
 from zoo.model.video_llm import build_model
 from zoo.config.recipe import recipe_from_dict

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from components.base import MaskScheme
-from components.tokens import TokenKind
+from components.token_metadata import TokenKind
 from tests.helpers import TINY_ENCODERS, make_batch, tiny_recipe
 from zoo.data.batch import VideoSample, collate
 from zoo.model.video_llm import build_model

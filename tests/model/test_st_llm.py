@@ -7,7 +7,7 @@ import torch
 
 from components.base import BuildContext
 from components.compressors.st_llm_masking import STLLMMasking
-from components.tokens import FrameFeatures, TokenKind
+from components.token_metadata import FrameFeatures, TokenKind
 from tests.helpers import tiny_recipe
 from tests.helpers import make_batch
 from zoo.model.video_llm import build_model

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from components.tokens import TokenKind
+from components.token_metadata import TokenKind
 from zoo.data.dataset import SkippingCollate, build_dataset
 from zoo.data.prompting import IGNORE
 

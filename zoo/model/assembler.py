@@ -11,7 +11,7 @@ from typing import Callable
 
 import torch
 
-from components.tokens import NO_INDEX, TokenKind, TokenSequence, VisualTokens
+from components.token_metadata import NO_INDEX, TokenKind, TokenSequence, VisualTokens
 from zoo.data.batch import VideoBatch
 from zoo.data.prompting import IGNORE
 

@@ -16,7 +16,7 @@ from components import registry
 from components.base import BuildContext, Compressor, MaskScheme, PositionScheme, Projector, VisionEncoder
 from components.masks.rendering import render_mask
 from components.positions.rotary import install_axis_rotary
-from components.tokens import TokenSequence, VisualTokens
+from components.token_metadata import TokenSequence, VisualTokens
 from zoo.model.assembler import assemble
 from zoo.model.checkpoint import checkpoint_recipe, load_weights, save_pretrained
 from zoo.model.checkpoint_import import import_checkpoints

@@ -7,7 +7,7 @@ query-key pairs; 1 / density bounds what skipping blocks can gain. Reported: the
 flex over sdpa, that speed-up as a share of 1 / density (target >= 0.7), and the BlockMask's
 bytes as a share of the dense boolean mask's (target < 1%).
 
-    python -m benchmarks.attention [--lengths 4096 8192] [--device cpu|cuda]
+    python -m benchmarks.attention_masks [--lengths 4096 8192] [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from components.masks.dst import DSTMask
 from components.masks.frame_block import FrameBlockMask
 from components.masks.rendering import dense_allowed
-from components.tokens import TokenKind, TokenSequence
+from components.token_metadata import TokenKind, TokenSequence
 
 FRAMES = 16
 TEXT = 64  # text before and after the video
