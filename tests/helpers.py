@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -11,6 +12,7 @@ import torch
 
 from zoo.data.batch import VideoSample, collate
 from zoo.data.prompting import encode, question_turns
+from zoo.data.writer import write_video
 from zoo.launch import servers as local
 
 REPO = Path(__file__).resolve().parent.parent
@@ -91,12 +93,36 @@ def prompt_batch(model, questions, frames=4, seed=0):
 
 def submit_job(cluster, recipe: Path, run_name: str, wait: bool = True) -> subprocess.CompletedProcess | str:
     """`ray job submit ... ray_jobs.train RECIPE --run-name NAME` to the test cluster: its output, or its job id."""
+    return ray_job(cluster, "ray_jobs.train", str(recipe), "--run-name", run_name, wait=wait)
+
+
+def ray_job(cluster, *module_and_args: str, wait: bool = True) -> subprocess.CompletedProcess | str:
+    """`ray job submit --working-dir REPO -- python -m MODULE ARGS...`: its output, or (no wait) its job id."""
     command = [str(Path(local.venv_environment()["PATH"].split(":")[0]) / "ray"), "job", "submit",
                "--address", cluster.dashboard_url, "--working-dir", str(REPO)]
     if not wait:
         command.append("--no-wait")
-    command += ["--", "python", "-m", "ray_jobs.train", str(recipe), "--run-name", run_name]
+    command += ["--", "python", "-m", *module_and_args]
     result = subprocess.run(command, capture_output=True, text=True, timeout=900, env=local.venv_environment())
     if wait:
         return result
     return re.search(r"raysubmit_[A-Za-z0-9]+", result.stdout).group(0)
+
+
+def write_direction_task(root: Path, train: int = 24, test: int = 8) -> tuple[Path, Path]:
+    """Real mp4 files of a square moving left or right: train.json (conversation) and test.json (multiple choice)."""
+    entries, tests = [], []
+    for i in range(train + test):
+        direction = "left" if i % 2 else "right"
+        write_video(root / "videos" / f"{i:03d}.mp4", moving_square_frames(direction, frames=8, seed=i), fps=8)
+        question = "<video>\nWhich way does the square move? (A) left (B) right"
+        entry = {"id": f"v{i}", "video": f"videos/{i:03d}.mp4", "meta": {},
+                 "conversations": [{"from": "human", "value": question}, {"from": "gpt", "value": direction}]}
+        if i < train:
+            entries.append({**entry, "task": "conversation", "split": "train"})
+        else:
+            tests.append({**entry, "task": "multiple_choice", "split": "test", "candidates": ["left", "right"],
+                          "answer": direction, "answer_letter": "A" if direction == "left" else "B", "task_type": "direction"})
+    (root / "train.json").write_text(json.dumps(entries))
+    (root / "test.json").write_text(json.dumps(tests))
+    return root / "train.json", root / "test.json"

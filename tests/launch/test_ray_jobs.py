@@ -16,29 +16,10 @@ import psutil
 import pytest
 import yaml
 
-from tests.helpers import moving_square_frames, submit_job, tiny_recipe
-from zoo.data.writer import write_video
+from tests.helpers import ray_job, submit_job, tiny_recipe, write_direction_task
 from zoo.launch import servers as local
 
 pytestmark = pytest.mark.slow
-
-
-def write_direction_task(root: Path, train: int = 24, test: int = 8) -> tuple[Path, Path]:
-    entries, tests = [], []
-    for i in range(train + test):
-        direction = "left" if i % 2 else "right"
-        write_video(root / "videos" / f"{i:03d}.mp4", moving_square_frames(direction, frames=8, seed=i), fps=8)
-        question = "<video>\nWhich way does the square move? (A) left (B) right"
-        entry = {"id": f"v{i}", "video": f"videos/{i:03d}.mp4", "meta": {},
-                 "conversations": [{"from": "human", "value": question}, {"from": "gpt", "value": direction}]}
-        if i < train:
-            entries.append({**entry, "task": "conversation", "split": "train"})
-        else:
-            tests.append({**entry, "task": "multiple_choice", "split": "test", "candidates": ["left", "right"],
-                          "answer": direction, "answer_letter": "A" if direction == "left" else "B", "task_type": "direction"})
-    (root / "train.json").write_text(json.dumps(entries))
-    (root / "test.json").write_text(json.dumps(tests))
-    return root / "train.json", root / "test.json"
 
 
 def write_recipe(root: Path, train_file: Path, test_file: Path, steps: int, save_every: int) -> Path:
@@ -141,6 +122,18 @@ def test_a_submitted_recipe_is_tracked_in_mlflow(cluster, task):
     mlflow.set_tracking_uri(cluster.mlflow_url)
     local_copy = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="model")
     assert VideoLLM.from_pretrained(local_copy).recipe.name == "ray_direction"
+
+
+def test_an_evaluation_job_logs_into_the_run(cluster, task):
+    """`ray_jobs.evaluate runs:/ID` on the run the test above trained: metrics and files land in that run."""
+    root, _, test_file = task
+    client, run = mlflow_run(cluster, "uninterrupted")
+    result = ray_job(cluster, "ray_jobs.evaluate", f"runs:/{run.info.run_id}", "--benchmark", f"again={test_file}")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "again.multiple_choice.accuracy" in result.stdout and f"logged to MLflow run {run.info.run_id}" in result.stdout
+    metrics = client.get_run(run.info.run_id).data.metrics
+    assert metrics["again.multiple_choice.accuracy"] == metrics["direction.multiple_choice.accuracy"]
+    assert "eval/again/results.json" in {a.path for a in client.list_artifacts(run.info.run_id, "eval/again")}
 
 
 def test_a_killed_worker_resumes_from_its_checkpoint_with_the_same_result(cluster, task):

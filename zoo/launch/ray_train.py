@@ -152,8 +152,9 @@ class RayLauncher:
             "stage": None if spec is None else {"name": spec.name, "set": spec.set, "trainable": spec.trainable},
             "handoff": str(handoff) if handoff else None, "first_step": first_step,
         }).fit()
+        # The hand-off beside the stage's checkpoints: storage every node sees (scaling.storage_path on a cluster).
         return StageResult(stage.name, self.local_copy(result.checkpoint, name) / "model", first_step,
-                           int(result.metrics["step"]))
+                           int(result.metrics["step"]), Path(storage_path(recipe)) / name / "handoff")
 
     def torch_trainer(self, recipe: Recipe, name: str, config: dict) -> TorchTrainer:
         scaling = recipe.scaling

@@ -35,4 +35,5 @@ class InProcessLauncher:
             if monitor is not None:
                 monitor.finish()
         losses = (state.history[0]["loss"], state.history[-1]["loss"]) if state.history else None
-        return StageResult(stage.name, output / "final", first_step, trainer.run_step, losses, state.skipped_samples)
+        return StageResult(stage.name, output / "final", first_step, trainer.run_step, output / "handoff", losses,
+                           state.skipped_samples)

@@ -36,6 +36,7 @@ class StageResult:
     model_dir: Path  # the stage's final model, save_pretrained form, on this machine
     first_step: int  # the run's step count before this stage
     last_step: int  # ... and after it
+    handoff_dir: Path  # where the next stage's starting weights go: a place its workers read
     losses: tuple[float, float] | None = None  # first and last logged loss, when the launcher saw them
     skipped_samples: int = 0
 
@@ -70,7 +71,7 @@ def run_recipe(recipe: Recipe, launcher: Launcher, name: str | None = None, pare
     try:
         result = RecipeRun(run, train_stages(recipe, launcher, run))
         tracking.log_directory(run.uri, run.run_id, result.model_dir, "model")
-        result.metrics = evaluate_into_run(recipe, result.model_dir, run)
+        result.metrics = evaluate_into_run(result.model_dir, run) if recipe.data.eval else {}
         log_loss_plot(run)
     except BaseException:
         tracking.finish(run.uri, run.run_id, "FAILED")
@@ -89,19 +90,17 @@ def train_stages(recipe: Recipe, launcher: Launcher, run: tracking.TrackedRun) -
         results.append(launcher.train_stage(stage, run, handoff, first_step))
         if index + 1 < len(stages):
             previous = VideoLLM.from_pretrained(results[-1].model_dir)
-            handoff = write_handoff(previous, results[-1].model_dir.parent / "handoff")
+            handoff = write_handoff(previous, results[-1].handoff_dir)
     if recipe.train.stages:
         boundaries = [{"stage": r.name, "first_step": r.first_step + 1, "last_step": r.last_step} for r in results]
         tracking.client(run.uri).log_text(run.run_id, json.dumps(boundaries, indent=2), "stages.json")
     return results
 
 
-def evaluate_into_run(recipe: Recipe, model_dir: Path, run: tracking.TrackedRun) -> dict[str, float]:
-    """The recipe's benchmarks (data.eval) on the final model: metrics and result files into the run."""
-    if not recipe.data.eval:
-        return {}
+def evaluate_into_run(model_dir: Path, run: tracking.TrackedRun) -> dict[str, float]:
+    """The final model on its recipe's benchmarks (data.eval and eval as its last stage set them):
+    metrics and result files into the run."""
     model = VideoLLM.from_pretrained(model_dir, device="cuda" if torch.cuda.is_available() else "cpu")
-    model.recipe.data.eval, model.recipe.eval = recipe.data.eval, recipe.eval  # the run's benchmarks, not the saved ones
     return log_benchmarks(model, run.uri, run.run_id)
 
 
