@@ -24,7 +24,7 @@ from zoo.data.dataset import ensure_synthetic_suite
 from zoo.config.recipe import load_recipe
 from mlflow.tracking import MlflowClient
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]  # zoo/launch/demo.py -> the repository
 HOME = REPO / ".stzoo"
 EXPERIMENT = "stzoo-demo"
 RECIPES = ["baseline", "mash_vlm", "st_llm", "llava_st"]
