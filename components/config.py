@@ -36,6 +36,12 @@ def bounded(default, **bounds):
     return field(default=default, metadata=bounds)
 
 
+def bounded_at_build(default, reason: str):
+    """A numeric field whose range depends on the built model (a layer index against the tower's
+    depth); ``reason`` says what bounds it, and the component checks it when it is built."""
+    return field(default=default, metadata={"checked_at_build": reason})
+
+
 def component(kind: str, default: str | None = None):
     """A dataclass field holding a component of ``kind``; ``default`` is a registered name."""
     if default is None:

@@ -26,7 +26,7 @@ from components.weights import ForeignKeys, load_prefixed_state_dict, unreachabl
 from components.registry import register
 from components.tokenizers import load_tokenizer
 from components.token_metadata import FrameFeatures
-from components.config import RecipeError
+from components.config import RecipeError, bounded
 
 PRESETS = {
     # Salesforce/instructblip-vicuna-7b: EVA ViT-g/14 (39 layers, 1408-d) + 12-layer Q-Former, 32 queries
@@ -92,7 +92,7 @@ class QFormerEncoder(VisionEncoder):
         config: str | dict | None = None  # preset name or {vision: {...}, qformer: {...}, num_query_tokens: N}
         instruction: bool = True  # feed the user's question into the Q-Former (InstructBLIP)
         instruction_tokenizer: str | None = None  # "byte", a dir or hub id; default: the checkpoint's qformer_tokenizer
-        max_instruction_tokens: int = 128
+        max_instruction_tokens: int = bounded(128, ge=1)
         frozen: bool = True
 
     def __init__(self, cfg: Config, ctx: BuildContext):

@@ -8,6 +8,7 @@ from transformers import CLIPVisionConfig, CLIPVisionModel
 
 from components.base import BuildContext
 from components.encoders._hf_vision import HFVisionTower, load_tower
+from components.config import bounded_at_build
 from components.registry import register
 
 # Architecture facts of public checkpoints, so that --meta builds need no download.
@@ -29,7 +30,7 @@ class CLIPEncoder(HFVisionTower):
     class Config:
         pretrained: str | None = None  # local directory or hub id
         config: str | dict | None = None  # preset name or CLIPVisionConfig fields (tiny / --meta builds)
-        select_layer: int = -2
+        select_layer: int = bounded_at_build(-2, "a layer of the tower: 1..depth, or -1..-depth from the end")
         frozen: bool = True
 
     def __init__(self, cfg: Config, ctx: BuildContext):

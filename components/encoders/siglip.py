@@ -8,6 +8,7 @@ from transformers import SiglipVisionConfig, SiglipVisionModel
 
 from components.base import BuildContext
 from components.encoders._hf_vision import HFVisionTower, load_tower
+from components.config import bounded_at_build
 from components.registry import register
 
 SIGLIP_MEAN = (0.5, 0.5, 0.5)
@@ -28,7 +29,7 @@ class SigLIPEncoder(HFVisionTower):
     class Config:
         pretrained: str | None = None
         config: str | dict | None = None
-        select_layer: int = -2  # = LLaVA-OneVision's "last layer removed"
+        select_layer: int = bounded_at_build(-2, "a layer of the tower: 1..depth, or -1..-depth from the end")  # = LLaVA-OneVision's "last layer removed"
         frozen: bool = True
 
     def __init__(self, cfg: Config, ctx: BuildContext):

@@ -10,7 +10,7 @@ import torch
 from components.base import BuildContext, VisionEncoder
 from components.registry import register
 from components.token_metadata import FrameFeatures
-from components.config import RecipeError
+from components.config import RecipeError, bounded_at_build
 
 
 @register("encoder", "timm", "any timm ViT by model name (EVA, DINOv2, SigLIP variants): patch tokens, first prefix token as CLS")
@@ -20,7 +20,7 @@ class TimmEncoder(VisionEncoder):
         model_name: str = "vit_base_patch16_224"
         pretrained: str | None = None  # "hub" for timm's default weights, or a local checkpoint file
         model_kwargs: dict = field(default_factory=dict)  # passed to timm.create_model (img_size, depth, ...)
-        select_layer: int = -1  # -1: the final features (after the last norm); -k: output of block n-k+1
+        select_layer: int = bounded_at_build(-1, "a block counted from the end: -1..-depth")  # -1: the final features (after the last norm); -k: output of block n-k+1
         frozen: bool = True
 
     def __init__(self, cfg: Config, ctx: BuildContext):

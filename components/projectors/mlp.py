@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from components.base import BuildContext, Projector
+from components.config import bounded
 from components.registry import register
 from components.weights import ForeignKeys
 
@@ -20,7 +21,7 @@ class MLPProjector(Projector):
 
     @dataclass
     class Config:
-        hidden_size: int | None = None  # default: the LLM hidden size, as in LLaVA
+        hidden_size: int | None = bounded(None, ge=1)  # default: the LLM hidden size, as in LLaVA
 
     def __init__(self, cfg: Config, ctx: BuildContext):
         super().__init__()

@@ -58,7 +58,7 @@ class SyntheticSpec:
     """The synthetic action-scene suite, generated on first use when the data files are absent."""
 
     out: str = ".stzoo/data/action_scene"
-    seed: int = 0
+    seed: int = bounded(0, ge=0)
     videos: int = bounded(120, ge=1)
 
 
@@ -77,7 +77,7 @@ class DataSpec:
     # How grounding answers are written for training: auto = coordinate tokens when the position
     # scheme has them (LAPE), decimals otherwise (zoo.data.grounding).
     grounding_style: Literal["auto", "decimal", "coordinate_tokens"] = "auto"
-    max_samples: int | None = None
+    max_samples: int | None = bounded(None, ge=1)  # the first N training entries (None: all)
 
 
 @dataclass
@@ -93,7 +93,7 @@ class PromptSpec:
     # before_conversation: right after the system text, ahead of the first user turn (ST-LLM, InstructBLIP)
     video_position: Literal["before_question", "after_question", "before_conversation"] = "before_question"
     default_question: str = "Describe the video in detail."
-    max_length: int | None = None  # refuse longer sequences before the first step (None: the LLM's context)
+    max_length: int | None = bounded(None, ge=1)  # refuse longer sequences before the first step (None: the LLM's context)
 
 
 @dataclass
@@ -113,14 +113,14 @@ class TrainSpec:
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     warmup_ratio: float = bounded(0.03, ge=0, le=1)
     epochs: float = bounded(1.0, gt=0)
-    max_steps: int | None = None  # overrides epochs when set
+    max_steps: int | None = bounded(None, ge=1)  # overrides epochs when set
     batch_size: int = bounded(1, ge=1)  # per device
-    global_batch_size: int | None = None  # gradient accumulation fills the rest
-    grad_clip: float | None = 1.0
-    seed: int = 0
+    global_batch_size: int | None = bounded(None, ge=1)  # gradient accumulation fills the rest
+    grad_clip: float | None = bounded(1.0, gt=0)  # the largest gradient norm a step applies (None: no clipping)
+    seed: int = bounded(0, ge=0)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
     log_every: int = bounded(1, ge=1)
-    save_every: int | None = None  # steps between checkpoints (None: only at the end)
+    save_every: int | None = bounded(None, ge=1)  # steps between checkpoints (None: only at the end)
     output_dir: str = "runs/{name}"
     progress_bar: bool = True
     stages: list[StageSpec] = field(default_factory=list)  # progressive training; each starts from the previous
@@ -132,7 +132,7 @@ class EvalSpec:
     video: VideoSpec | None = None  # frame sampling at evaluation when it differs from training (ST-LLM: 1 fps in [4, 16])
     max_new_tokens: int = bounded(64, ge=1)
     batch_size: int = bounded(1, ge=1)
-    max_samples: int | None = None
+    max_samples: int | None = bounded(None, ge=1)
 
 
 @dataclass
