@@ -16,13 +16,15 @@ from pathlib import Path
 
 import ray
 
+from zoo.cli.arguments import plugin_list
 from zoo.runs import tracking
 from zoo.runs.run_recipe import log_benchmarks
 
 
-def evaluate_remote(reference: str, benchmarks: dict[str, str], run_id: str | None, uri: str) -> dict[str, float]:
+def evaluate_remote(reference: str, benchmarks: dict[str, str], run_id: str | None, uri: str,
+                    plugins: list[str]) -> dict[str, float]:
     """On whichever node runs the task: evaluate, and log metrics and result files to the run, if any."""
-    return log_benchmarks(tracking.load_model(reference), uri, run_id, benchmarks)
+    return log_benchmarks(tracking.load_model(reference, plugins=plugins), uri, run_id, benchmarks)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("model", help="a checkpoint directory or runs:/RUN_ID")
     parser.add_argument("--benchmark", action="append", required=True, metavar="[NAME=]FILE",
                         help="an annotation file in the STZoo schema; NAME defaults to the file's stem")
+    parser.add_argument("--plugins", type=plugin_list, default=[], metavar="MODULE[,MODULE]",
+                        help="plugin modules the checkpoint's recipe names that you trust to be imported")
     args = parser.parse_args(argv)
     benchmarks = {}
     for item in args.benchmark:
@@ -39,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
     run_id = args.model.removeprefix("runs:/").split("/")[0] if args.model.startswith("runs:/") else None
     uri = tracking.tracking_uri()
-    metrics = ray.get(ray.remote(num_gpus=gpus)(evaluate_remote).remote(args.model, benchmarks, run_id, uri))
+    metrics = ray.get(ray.remote(num_gpus=gpus)(evaluate_remote).remote(args.model, benchmarks, run_id, uri, args.plugins))
     for key, value in metrics.items():
         print(f"{key:<56} {value:.2f}")
     if run_id:

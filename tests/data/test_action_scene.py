@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from components.config import RecipeError
+
 from tests.helpers import REPO
 from zoo.data.action_scene import SuiteOptions, generate_suite
 from zoo.data.action_scene.render import position, random_actor, render
@@ -144,10 +146,12 @@ def test_actions_differ_in_motion_not_in_looks():
     assert set(USUAL_ACTION) <= set(SCENES)
 
 
-def test_a_suite_drawn_by_another_generator_version_is_redrawn(tmp_path, caplog):
-    from zoo.data.action_scene import GENERATOR_VERSION
-    from zoo.data.dataset import ensure_synthetic_suite
+def test_an_existing_suite_is_never_written_over(tmp_path):
+    """A suite is drawn where none exists; one drawn otherwise (an older generator, a user's own options)
+    is refused with what differs, and a wrong data path beside a complete suite is named as such."""
     from zoo.config.recipe import load_recipe
+    from zoo.data.action_scene import GENERATOR_VERSION, SuiteOptions, generate_suite
+    from zoo.data.dataset import ensure_synthetic_suite
 
     out = tmp_path / "suite"
     recipe = load_recipe("recipes/tiny/baseline.yaml", [
@@ -156,12 +160,35 @@ def test_a_suite_drawn_by_another_generator_version_is_redrawn(tmp_path, caplog)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["generator_version"] == GENERATOR_VERSION and manifest["videos"] == 6
     first = (out / "train.json").stat().st_mtime_ns
-    ensure_synthetic_suite(recipe)  # current: kept as it is
+    ensure_synthetic_suite(recipe)  # the same suite: kept as it is
     assert (out / "train.json").stat().st_mtime_ns == first
 
     manifest["generator_version"] = GENERATOR_VERSION - 1  # as an older STZoo left it
     (out / "manifest.json").write_text(json.dumps(manifest))
-    with caplog.at_level("WARNING"):
+    with pytest.raises(RecipeError, match=rf"{out} holds a suite drawn with generator_version {GENERATOR_VERSION - 1} where "
+                                          rf"this recipe asks for generator_version {GENERATOR_VERSION}; it is never replaced"):
         ensure_synthetic_suite(recipe)
-    assert json.loads((out / "manifest.json").read_text())["generator_version"] == GENERATOR_VERSION
-    assert "redrawing" in caplog.text
+    assert (out / "train.json").stat().st_mtime_ns == first
+
+    # The reported case: a user's own suite (64x48, 10 fps, bias 0.95) and a recipe with a mistyped data.train.
+    custom = tmp_path / "custom"
+    generate_suite(custom, seed=0, videos=6, options=SuiteOptions(width=64, height=48, fps=10, usual_bias=0.95))
+    before = {f.name: f.stat().st_mtime_ns for f in custom.rglob("*") if f.is_file()}
+    mistyped = load_recipe("recipes/tiny/baseline.yaml", [
+        f"data.synthetic.out={custom}", "data.synthetic.videos=6", f"data.train={custom}/trian.json", "data.eval={}"])
+    with pytest.raises(RecipeError) as error:
+        ensure_synthetic_suite(mistyped)
+    assert "options.usual_bias 0.95" in str(error.value) and "options.width 64" in str(error.value)
+    assert {f.name: f.stat().st_mtime_ns for f in custom.rglob("*") if f.is_file()} == before
+    matching = load_recipe("recipes/tiny/baseline.yaml", [
+        f"data.synthetic.out={out}", "data.synthetic.videos=6", f"data.train={out}/trian.json", "data.eval={}"])
+    manifest["generator_version"] = GENERATOR_VERSION
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(RecipeError, match=rf"data: {out}/trian.json does not exist \(the synthetic suite in {out} is complete"):
+        ensure_synthetic_suite(matching)
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "mine.txt").write_text("keep")
+    elsewhere = load_recipe("recipes/tiny/baseline.yaml", [f"data.synthetic.out={tmp_path / 'notes'}", "data.eval={}"])
+    with pytest.raises(RecipeError, match="holds files but no suite manifest.json"):
+        ensure_synthetic_suite(elsewhere)
+    assert (tmp_path / "notes" / "mine.txt").read_text() == "keep"

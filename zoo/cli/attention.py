@@ -4,22 +4,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from zoo.cli.arguments import add_model_arguments
 from zoo.evaluation.attention_share import answer_attention, write_attention_report
 from zoo.runs import tracking
 
 
 def add_parser(subcommands) -> None:
     p = subcommands.add_parser("attention", help="where answers look: attention to spatial, temporal and other tokens (MASH-VLM Fig. 6)")
-    p.add_argument("model", help="a checkpoint directory or runs:/RUN_ID (the plot is then logged to the run)")
+    add_model_arguments(p)
     p.add_argument("--benchmark", required=True, help="annotation file; binary entries are split by question_type")
     p.add_argument("--max-samples", type=int, default=64)
     p.add_argument("--out", default="runs/attention")
-    p.add_argument("--device", default=None)
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
-    model = tracking.load_model(args.model, args.device)
+    model = tracking.load_model(args.model, args.device, args.plugins)
     shares = answer_attention(model, args.benchmark, max_samples=args.max_samples)
     for question_type, kinds in sorted(shares.items()):
         print(f"{question_type} questions: " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(kinds.items())))

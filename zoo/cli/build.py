@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-from zoo.cli.recipe_arguments import add_recipe_arguments
+from zoo.cli.arguments import add_recipe_arguments
 from zoo.config.recipe import load_recipe
 from zoo.model.summary import format_summary, summarize
 from zoo.model.video_llm import build_model

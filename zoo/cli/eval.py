@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from zoo.cli.arguments import add_model_arguments
 from zoo.evaluation.benchmark import evaluate
 from zoo.evaluation.metrics.scoring import flatten_metrics
 from zoo.runs.tracking import load_model
@@ -11,16 +12,15 @@ from zoo.runs.tracking import load_model
 
 def add_parser(subcommands) -> None:
     p = subcommands.add_parser("eval", help="evaluate a model on a benchmark annotation file")
-    p.add_argument("model", help="a checkpoint directory or an MLflow run (runs:/ID)")
+    add_model_arguments(p)
     p.add_argument("--benchmark", required=True, help="an annotation file in the STZoo schema")
     p.add_argument("--out", help="directory for results.json and predictions.jsonl")
     p.add_argument("--max-samples", type=int)
-    p.add_argument("--device", default=None)
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
-    model = load_model(args.model, args.device)
+    model = load_model(args.model, args.device, args.plugins)
     out = Path(args.out) if args.out else None
     results = evaluate(model, args.benchmark, out_dir=out, max_samples=args.max_samples, progress=True)
     for key, value in flatten_metrics(results).items():

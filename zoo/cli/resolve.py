@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from zoo.cli.recipe_arguments import add_recipe_arguments
+from zoo.cli.arguments import add_recipe_arguments
 from zoo.config.recipe import load_recipe
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from zoo.cli.recipe_arguments import add_recipe_arguments
+from zoo.cli.arguments import add_recipe_arguments
 from zoo.config.recipe import load_recipe
 from zoo.runs.in_process import InProcessLauncher
 from zoo.runs.run_recipe import run_recipe

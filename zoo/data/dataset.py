@@ -9,9 +9,8 @@ collate function drops and counts.
 from __future__ import annotations
 
 import json
-import logging
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from torch.utils.data import Dataset
@@ -24,9 +23,8 @@ from zoo.data.transforms import FramePreprocess
 from zoo.data.batch import VideoBatch, VideoSample, collate
 from zoo.data.prompting import ConversationError, EncodedConversation, encode
 from components.config import RecipeError
-from zoo.data.action_scene import GENERATOR_VERSION, generate_suite
+from zoo.data.action_scene import GENERATOR_VERSION, SuiteOptions, generate_suite
 
-logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -211,32 +209,43 @@ class SkippingCollate:
 
 
 def ensure_synthetic_suite(recipe, progress: bool = True) -> None:
-    """Generate the recipe's synthetic suite when its files are not there, or were drawn by another
-    generator version or with another video count (a stale suite is redrawn, never reused)."""
+    """Generate the recipe's synthetic suite where none exists yet. An existing suite is never written
+    over: one drawn with other options (or by another generator version) is refused with the options
+    that differ, and a data file missing beside a complete suite is reported as a wrong path."""
     spec = recipe.data.synthetic
     if spec is None:
         return
-
+    out = data_path(spec.out)
+    where = f"{recipe.source}: data.synthetic.out"
+    if (out / "manifest.json").is_file():
+        differences = suite_differences(json.loads((out / "manifest.json").read_text()), spec)
+        if differences:
+            raise RecipeError(f"{where}: {out} holds a suite drawn with {', '.join(d[0] for d in differences)} where "
+                              f"this recipe asks for {', '.join(d[1] for d in differences)}; it is never replaced: "
+                              "delete that folder to draw it anew, or point data.synthetic.out elsewhere")
+    elif out.exists() and any(out.iterdir()):
+        raise RecipeError(f"{where}: {out} holds files but no suite manifest.json; a suite is only written into a new "
+                          "or empty folder: point data.synthetic.out elsewhere")
+    else:
+        generate_suite(out, seed=spec.seed, videos=spec.videos)
     train = recipe.data.train if isinstance(recipe.data.train, list) else [recipe.data.train]
     wanted = [data_path(p) for p in [*train, *recipe.data.eval.values()] if p]
     for stage in recipe.train.stages:
         stage_train = stage.set.get("data.train")
         wanted += [data_path(p) for p in (stage_train if isinstance(stage_train, list) else [stage_train]) if p]
-    out = data_path(spec.out)
-    manifest = out / "manifest.json"
-    existing = json.loads(manifest.read_text()) if manifest.exists() else {}
-    if existing and existing.get("seed") != spec.seed:
-        raise RecipeError(f"data.synthetic.out: {out} holds a suite of seed {existing.get('seed')}, not {spec.seed}; choose another out directory")
-    current = existing.get("generator_version") == GENERATOR_VERSION and existing.get("videos") == spec.videos
-    if current and all(p.exists() for p in wanted):
-        return
-    if existing and not current:
-        logger.warning("%s was drawn by generator version %s with %s videos; redrawing (version %s, %s videos)",
-                       out, existing.get("generator_version", 1), existing.get("videos"), GENERATOR_VERSION, spec.videos)
-    generate_suite(out, seed=spec.seed, videos=spec.videos)
     missing = [p for p in wanted if not p.exists()]
     if missing:
-        raise RecipeError(f"data: the synthetic suite in {spec.out} has no {missing[0]}; check data.train / data.eval paths")
+        raise RecipeError(f"{recipe.source}: data: {missing[0]} does not exist (the synthetic suite in {out} is complete "
+                          f"and holds {', '.join(sorted(f.name for f in out.glob('*.json')))}); check data.train and data.eval")
+
+
+def suite_differences(manifest: dict, spec) -> list[tuple[str, str]]:
+    """(what the suite on disk was drawn with, what the recipe asks for) for each setting that differs."""
+    wanted = {"generator_version": GENERATOR_VERSION, "seed": spec.seed, "videos": spec.videos,
+              **{f"options.{k}": v for k, v in json.loads(json.dumps(asdict(SuiteOptions()))).items() if k != "workers"}}
+    found = {"generator_version": manifest.get("generator_version", 1), "seed": manifest.get("seed"),
+             "videos": manifest.get("videos"), **{f"options.{k}": v for k, v in manifest.get("options", {}).items()}}
+    return [(f"{key} {found.get(key)}", f"{key} {value}") for key, value in wanted.items() if found.get(key) != value]
 
 
 def instruction_pad_id(model) -> int:

@@ -13,6 +13,7 @@ save (a full disk, a killed job) never leaves a half-written checkpoint under th
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -22,9 +23,11 @@ import yaml
 from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
-from components.config import Sources
+from components.config import RecipeError, Sources
 from components.weights import CheckpointError
 from zoo.config.recipe import Recipe, apply_overrides, recipe_from_dict
+
+logger = logging.getLogger("stzoo.checkpoint")
 
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
@@ -99,14 +102,30 @@ def read_checkpoint_recipe(directory) -> dict:
     return data
 
 
-def checkpoint_recipe(directory, overrides: dict | None = None) -> Recipe:
-    """The recipe a checkpoint was saved with (its tokenizers found inside it), with ``overrides`` applied."""
+def checkpoint_recipe(directory, overrides: dict | None = None, plugins: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """The recipe a checkpoint was saved with (its tokenizers found inside it), with ``overrides`` applied.
+
+    A checkpoint is data, never code: of the plugin modules its recipe names, only those the user
+    names too (``plugins``: ``--plugins``, or the recipe being run) are imported.
+    """
     directory = Path(directory)
     data = read_checkpoint_recipe(directory)
+    named = [str(p) for p in data.get("plugins") or []]
+    data["plugins"] = [p for p in named if p in plugins]
+    skipped = [p for p in named if p not in plugins]
+    if skipped:
+        logger.warning("%s names plugins %s; they were not imported (a checkpoint cannot run code): pass --plugins %s "
+                       "if you trust them", directory, ", ".join(skipped), ",".join(skipped))
     sources = Sources(default=str(directory / "recipe.yaml"))
     if overrides:
         data = apply_overrides(data, overrides, sources, source="evaluation overrides")
-    return recipe_from_dict(data, sources, source=str(directory / "recipe.yaml"))
+    try:
+        return recipe_from_dict(data, sources, source=str(directory / "recipe.yaml"))
+    except RecipeError as error:
+        if not skipped:
+            raise
+        raise CheckpointError(f"{error}; the checkpoint names plugins {', '.join(skipped)}, which were not imported: "
+                              f"pass --plugins {','.join(skipped)} if you trust them") from None
 
 
 def load_weights(model, directory, device=None) -> None:

@@ -187,9 +187,11 @@ class VideoLLM(nn.Module):
         save_pretrained(self, directory)
 
     @classmethod
-    def from_pretrained(cls, directory, overrides: dict | None = None, device=None) -> "VideoLLM":
-        """The video LLM saved in ``directory`` (with recipe ``overrides``), weights checked key by key."""
-        model = build_model(checkpoint_recipe(directory, overrides), load_pretrained=False)
+    def from_pretrained(cls, directory, overrides: dict | None = None, device=None,
+                        plugins: list[str] | tuple[str, ...] = ()) -> "VideoLLM":
+        """The video LLM saved in ``directory`` (with recipe ``overrides``), weights checked key by key;
+        of the plugin modules its recipe names, only those in ``plugins`` are imported."""
+        model = build_model(checkpoint_recipe(directory, overrides, plugins), load_pretrained=False)
         load_weights(model, directory, device)
         return model
 

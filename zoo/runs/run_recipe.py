@@ -71,7 +71,7 @@ def run_recipe(recipe: Recipe, launcher: Launcher, name: str | None = None, pare
     try:
         result = RecipeRun(run, train_stages(recipe, launcher, run))
         tracking.log_directory(run.uri, run.run_id, result.model_dir, "model")
-        result.metrics = evaluate_into_run(result.model_dir, run) if recipe.data.eval else {}
+        result.metrics = evaluate_into_run(result.model_dir, run, recipe.plugins) if recipe.data.eval else {}
         log_loss_plot(run)
     except BaseException:
         tracking.finish(run.uri, run.run_id, "FAILED")
@@ -89,7 +89,7 @@ def train_stages(recipe: Recipe, launcher: Launcher, run: tracking.TrackedRun) -
         first_step = results[-1].last_step if results else 0
         results.append(launcher.train_stage(stage, run, handoff, first_step))
         if index + 1 < len(stages):
-            previous = VideoLLM.from_pretrained(results[-1].model_dir)
+            previous = VideoLLM.from_pretrained(results[-1].model_dir, plugins=recipe.plugins)
             handoff = write_handoff(previous, results[-1].handoff_dir)
     if recipe.train.stages:
         boundaries = [{"stage": r.name, "first_step": r.first_step + 1, "last_step": r.last_step} for r in results]
@@ -97,10 +97,10 @@ def train_stages(recipe: Recipe, launcher: Launcher, run: tracking.TrackedRun) -
     return results
 
 
-def evaluate_into_run(model_dir: Path, run: tracking.TrackedRun) -> dict[str, float]:
+def evaluate_into_run(model_dir: Path, run: tracking.TrackedRun, plugins: list[str]) -> dict[str, float]:
     """The final model on its recipe's benchmarks (data.eval and eval as its last stage set them):
     metrics and result files into the run."""
-    model = VideoLLM.from_pretrained(model_dir, device="cuda" if torch.cuda.is_available() else "cpu")
+    model = VideoLLM.from_pretrained(model_dir, device="cuda" if torch.cuda.is_available() else "cpu", plugins=plugins)
     return log_benchmarks(model, run.uri, run.run_id)
 
 

@@ -158,7 +158,7 @@ def evaluate_child(experiment: Experiment, child: Child, scale: str, parent: str
     """An evaluation-only child: the source variant's weights under this variant's overrides."""
     directory = model_of(experiment, scale, source_variant, child.seed, uri)
     overrides = dict(experiment.variants[child.variant].set)
-    model = VideoLLM.from_pretrained(directory, overrides=overrides)
+    model = VideoLLM.from_pretrained(directory, overrides=overrides, plugins=child.recipe.plugins)
     model.recipe.data.eval = child.recipe.data.eval
     model.recipe.eval = child.recipe.eval
     run = tracking.start_or_resume(child.recipe, child.name, parent_run_id=parent,

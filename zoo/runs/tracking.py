@@ -230,10 +230,11 @@ def model_directory(reference: str) -> Path:
     return download_model_artifact(reference)
 
 
-def load_model(reference: str, device=None) -> VideoLLM:
-    """The model of a checkpoint directory or an MLflow run, on ``device`` (default: a GPU if there is one)."""
+def load_model(reference: str, device=None, plugins: list[str] | tuple[str, ...] = ()) -> VideoLLM:
+    """The model of a checkpoint directory or an MLflow run, on ``device`` (default: a GPU if there is one);
+    ``plugins``: the modules the user trusts among those the checkpoint's recipe names."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    return VideoLLM.from_pretrained(model_directory(reference), device=device)
+    return VideoLLM.from_pretrained(model_directory(reference), device=device, plugins=plugins)
 
 
 def download_model_artifact(reference: str) -> Path:
