@@ -62,3 +62,44 @@ def test_resolve_and_probe(trained, capsys):
     assert yaml.safe_load(capsys.readouterr().out)["model"]["mask"] == {"name": "frame_block"}
     assert main(["data", "probe", str(root / "videos" / "000.mp4")]) == 0
     assert json.loads(capsys.readouterr().out)["frames"] == 8
+
+
+def benchmark_with_a_broken_video(root, tmp_path, count: int = 16, broken: int = 8):
+    """``count`` multiple-choice entries over the direction videos; entry ``broken`` points at an empty file."""
+    entries = json.loads((root / "test.json").read_text())
+    entries = [dict(entries[i % len(entries)], id=f"q{i}", video=str(root / entries[i % len(entries)]["video"]))
+               for i in range(count)]
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    entries[broken]["video"] = str(tmp_path / "empty.mp4")
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(entries))
+    return path
+
+
+def test_eval_keeps_the_answers_before_a_bad_video(trained, tmp_path, capsys):
+    """Issue 20, item 6: a bad video after 8 of 16 answers used to leave --out empty."""
+    root, model, _ = trained
+    bench = benchmark_with_a_broken_video(root, tmp_path)
+    assert main(["eval", str(model), "--benchmark", str(bench), "--out", str(tmp_path / "stopped")]) == 2
+    err = capsys.readouterr().err
+    assert "entry 8 (id q8)" in err and f"the 8 answers before it are in {tmp_path / 'stopped' / 'predictions.jsonl'}" in err
+    assert "--skip-bad-videos" in err and "Traceback" not in err
+    lines = [json.loads(line) for line in (tmp_path / "stopped" / "predictions.jsonl").read_text().splitlines()]
+    assert [line["id"] for line in lines] == [f"q{i}" for i in range(8)] and all(line["prediction"] is not None for line in lines)
+
+
+def test_eval_skips_bad_videos_when_asked_and_lists_them(trained, tmp_path, capsys):
+    root, model, _ = trained
+    bench = benchmark_with_a_broken_video(root, tmp_path)
+    assert main(["eval", str(model), "--benchmark", str(bench), "--out", str(tmp_path / "skipped"), "--skip-bad-videos"]) == 0
+    assert "1 entries were left out as unreadable videos" in capsys.readouterr().err
+    results = json.loads((tmp_path / "skipped" / "results.json").read_text())
+    assert results["skipped_videos"]["count"] == 1 and results["skipped_videos"]["entries"][0]["id"] == "q8"
+    assert len((tmp_path / "skipped" / "predictions.jsonl").read_text().splitlines()) == 15
+
+
+def test_eval_refuses_a_negative_sample_count(trained, capsys):
+    _, model, test_file = trained
+    with pytest.raises(SystemExit) as stop:
+        main(["eval", str(model), "--benchmark", str(test_file), "--max-samples", "-1"])
+    assert stop.value.code == 2 and "-1 is not at least 1" in capsys.readouterr().err

@@ -21,3 +21,14 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def plugin_list(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (``--max-samples -1`` used to drop the last entry)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
+    return value

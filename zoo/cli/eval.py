@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-from zoo.cli.arguments import add_model_arguments
+from zoo.cli.arguments import add_model_arguments, positive_int
 from zoo.evaluation.benchmark import evaluate
 from zoo.evaluation.metrics.scoring import flatten_metrics
 from zoo.runs.tracking import load_model
@@ -15,16 +16,23 @@ def add_parser(subcommands) -> None:
     add_model_arguments(p)
     p.add_argument("--benchmark", required=True, help="an annotation file in the STZoo schema")
     p.add_argument("--out", help="directory for results.json and predictions.jsonl")
-    p.add_argument("--max-samples", type=int)
+    p.add_argument("--max-samples", type=positive_int, help="the first N entries only")
+    p.add_argument("--skip-bad-videos", action="store_true",
+                   help="leave unreadable videos out of the scores (counted and listed in results.json) instead of stopping")
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
     model = load_model(args.model, args.device, args.plugins)
     out = Path(args.out) if args.out else None
-    results = evaluate(model, args.benchmark, out_dir=out, max_samples=args.max_samples, progress=True)
+    results = evaluate(model, args.benchmark, out_dir=out, max_samples=args.max_samples, progress=True,
+                       skip_bad_videos=True if args.skip_bad_videos else None)
     for key, value in flatten_metrics(results).items():
         print(f"{key:<48} {value:.2f}")
+    skipped = results.get("skipped_videos")
+    if skipped:
+        print(f"warning: {skipped['count']} entries were left out as unreadable videos (listed in results.json), "
+              f"e.g. {skipped['entries'][0]['reason']}", file=sys.stderr)
     if out:
         print(f"results: {out / 'results.json'}  predictions: {out / 'predictions.jsonl'}")
     return 0

@@ -28,7 +28,7 @@ class VideoBatch:
     video_position: torch.Tensor  # (B,) index in text_ids where the visual tokens go
     instruction: dict[str, torch.Tensor] | None = None  # input_ids / attention_mask for the encoder
     info: list[dict] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)  # why samples of this batch were dropped (bad videos)
+    skipped: list = field(default_factory=list)  # the SkippedSamples dropped from this batch (bad videos) and why
     text_fractions: torch.Tensor | None = None  # (B, Lt) coordinate fractions (LAPE), -1 elsewhere
 
     @property

@@ -30,6 +30,7 @@ from zoo.data.action_scene import GENERATOR_VERSION, SuiteOptions, generate_suit
 @dataclass
 class SkippedSample:
     reason: str
+    entry_id: str | None = None
 
 
 def load_annotations(path: str | Path) -> list[dict]:
@@ -104,7 +105,7 @@ class ConversationDataset(Dataset):
             frames, info = self.reader.read_sampled(path, lambda info: frame_indices(info, self.video_spec))
         except VideoError as error:
             if self.skip_bad_videos:
-                return SkippedSample(f"{where}: {error}")
+                return SkippedSample(f"{where}: {error}", entry.get("id"))
             raise VideoError(f"{where}: {error}") from None
         conversation = self.encode_text(index)
         turns = entry["conversations"]
@@ -204,7 +205,7 @@ class SkippingCollate:
         if not kept:
             return skipped
         batch = collate(kept, self.pad_id, self.instruction_pad_id)
-        batch.skipped = [s.reason for s in skipped]
+        batch.skipped = skipped
         return batch
 
 

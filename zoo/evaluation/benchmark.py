@@ -8,14 +8,16 @@ says, else as in training.
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 
-from zoo.evaluation.metrics.scoring import flatten_metrics, score, write_results
-from zoo.data.dataset import SkippingCollate, build_dataset, data_path, instruction_pad_id
+from zoo.data.dataset import SkippedSample, SkippingCollate, build_dataset, data_path, instruction_pad_id
+from zoo.data.reader import VideoError
+from zoo.evaluation.metrics.scoring import first_turn, flatten_metrics, score, write_results
 from tqdm.auto import tqdm
 
 
@@ -26,45 +28,78 @@ def vocabulary_near(annotation_file: Path) -> dict | None:
     return None
 
 
-def generate_answers(model, annotation_file, max_samples: int | None = None, batch_size: int = 1,
-                     max_new_tokens: int = 64, progress: bool = False) -> tuple[list[dict], dict[str, str | None]]:
-    recipe = model.recipe
-    video_spec = recipe.eval.video or recipe.data.video
-    if video_spec.sampler == "fps":
-        batch_size = 1  # frame counts differ from video to video
-    dataset = build_dataset(recipe, model, annotation_file, for_generation=True, max_samples=max_samples,
-                            video_spec=video_spec)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=recipe.data.num_workers,
+class AnswerStream:
+    """predictions.jsonl written as answers come, so an evaluation that stops keeps what it produced."""
+
+    def __init__(self, path: Path | None, entries: list[dict]):
+        self.path = path
+        self.by_id = {entry["id"]: entry for entry in entries}
+        self.count = 0
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("")
+
+    def add(self, entry_id: str, text: str | None) -> None:
+        self.count += 1
+        if self.path is None:
+            return
+        entry = self.by_id[entry_id]
+        line = {"id": entry_id, "task": entry.get("task"), "split": entry.get("split"),
+                "question": first_turn(entry, "human"), "reference": first_turn(entry, "gpt"), "prediction": text}
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(line) + "\n")
+
+
+def generate_answers(model, dataset, stream: AnswerStream, batch_size: int = 1, max_new_tokens: int = 64,
+                     progress: bool = False) -> tuple[dict[str, str | None], list[SkippedSample]]:
+    """Every entry's answer (streamed as it comes) and the samples whose videos were skipped as unreadable."""
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=model.recipe.data.num_workers,
                         collate_fn=SkippingCollate(model.pad_id, instruction_pad_id(model)))
     predictions: dict[str, str | None] = {}
-    bar = None
-    if progress:
-        bar = tqdm(total=len(dataset), desc=f"eval {Path(annotation_file).name}", unit="sample")
+    skipped: list[SkippedSample] = []
+    bar = tqdm(total=len(dataset), desc=f"eval {Path(dataset.source).name}", unit="sample") if progress else None
     for batch in loader:
-        if isinstance(batch, list):  # every video of this batch was unreadable (skip_bad_videos)
-            continue
-        generation = model.generate(batch.to(model.device), max_new_tokens=max_new_tokens)
-        for info, text in zip(batch.info, generation.texts):
-            predictions[info["id"]] = text
+        batch_skipped = batch if isinstance(batch, list) else batch.skipped  # a list: every video of it unreadable
+        skipped += batch_skipped
+        if not isinstance(batch, list):
+            generation = model.generate(batch.to(model.device), max_new_tokens=max_new_tokens)
+            for info, text in zip(batch.info, generation.texts):
+                predictions[info["id"]] = text
+                stream.add(info["id"], text)
         if bar is not None:
-            bar.update(batch.size + len(batch.skipped))
+            bar.update(len(batch_skipped) + (0 if isinstance(batch, list) else batch.size))
     if bar is not None:
         bar.close()
-    return dataset.entries, predictions
+    return predictions, skipped
 
 
 @torch.no_grad()
 def evaluate(model, annotation_file, out_dir: Path | None = None, max_samples: int | None = None,
-             batch_size: int | None = None, max_new_tokens: int | None = None, progress: bool = False) -> dict:
-    """Metrics for one benchmark; with ``out_dir``, results.json and predictions.jsonl are written there."""
-    recipe = model.recipe
-    entries, predictions = generate_answers(
-        model, annotation_file, max_samples=max_samples or recipe.eval.max_samples,
-        batch_size=batch_size or recipe.eval.batch_size, max_new_tokens=max_new_tokens or recipe.eval.max_new_tokens,
-        progress=progress,
-    )
+             batch_size: int | None = None, max_new_tokens: int | None = None, progress: bool = False,
+             skip_bad_videos: bool | None = None) -> dict:
+    """Metrics for one benchmark; with ``out_dir``, predictions.jsonl grows as answers come and results.json
+    (and the scored predictions) are written at the end. ``skip_bad_videos`` (default: the recipe's
+    data.skip_bad_videos) leaves unreadable videos out of the scores and lists them in the results."""
+    recipe = copy.deepcopy(model.recipe)
+    if skip_bad_videos is not None:
+        recipe.data.skip_bad_videos = skip_bad_videos
+    video_spec = recipe.eval.video or recipe.data.video
+    dataset = build_dataset(recipe, model, annotation_file, for_generation=True, video_spec=video_spec,
+                            max_samples=max_samples or recipe.eval.max_samples)
+    stream = AnswerStream(Path(out_dir) / "predictions.jsonl" if out_dir is not None else None, dataset.entries)
+    try:
+        predictions, skipped = generate_answers(
+            model, dataset, stream, max_new_tokens=max_new_tokens or recipe.eval.max_new_tokens, progress=progress,
+            batch_size=1 if video_spec.sampler == "fps" else batch_size or recipe.eval.batch_size)  # fps: frame counts differ
+    except VideoError as error:
+        kept = f"the {stream.count} answers before it are in {stream.path}" if stream.path else "nothing was kept"
+        raise VideoError(f"{error}; {kept}; --skip-bad-videos leaves such videos out and lists them") from None
+    left_out = {sample.entry_id for sample in skipped}
+    entries = [entry for entry in dataset.entries if entry["id"] not in left_out]
     bins = getattr(model.position.text_codec, "bins", 100)
     results = score(entries, predictions, vocabulary_near(data_path(annotation_file)), bins=bins)
+    if skipped:
+        results["skipped_videos"] = {"count": len(skipped), "entries": [{"id": s.entry_id, "reason": s.reason} for s in skipped]}
     if out_dir is not None:
         write_results(results, predictions, entries, out_dir)
     return results
