@@ -251,3 +251,41 @@ def test_a_run_name_reused_for_another_recipe_is_refused(tmp_path):
     logging_only.scaling.storage_path = str(tmp_path)
     logging_only.train.log_every = 7
     claim_run_directory(logging_only, "my-run")  # what does not change the weights does not count
+
+
+# --- inputs found by the attack of issue 20, item 8 -------------------------------------------------
+
+
+def test_a_recipe_with_non_utf8_bytes_is_one_sentence(tmp_path, capsys):
+    recipe = tmp_path / "latin1.yaml"
+    recipe.write_bytes("name: caf\u00e9\nextends: recipes/tiny/baseline.yaml\n".encode("latin-1"))
+    assert cli_main(["resolve", str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {recipe}: not UTF-8 text (byte 9 is b'\\xe9'); save the recipe as UTF-8") and "Traceback" not in err
+
+
+def test_a_corrupt_recipe_in_a_checkpoint_is_one_sentence(tmp_path, capsys):
+    from zoo.model.video_llm import build_model
+
+    directory = tmp_path / "checkpoint"
+    build_model(recipe_from_dict(tiny_recipe())).save_pretrained(directory)
+    (directory / "recipe.yaml").write_text("model: [unclosed\n")
+    assert cli_main(["eval", str(directory), "--benchmark", "x.json"]) == 2
+    assert "recipe.yaml: unreadable (ParserError); the checkpoint is damaged" in capsys.readouterr().err
+    (directory / "recipe.yaml").write_text("just text\n")
+    assert cli_main(["eval", str(directory), "--benchmark", "x.json"]) == 2
+    assert "holds no recipe with a model section" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("arguments,words", [
+    (["--size", "0", "0"], "at least 16 pixels (H.264, and room for the actor), got 0x0"), (["--size", "-32", "32"], "got -32x32"),
+    (["--fps", "0"], "SuiteOptions.fps must be at least 1, got 0"), (["--videos", "-5"], "-5 is not at least 1"),
+])
+def test_data_synth_refuses_impossible_options(arguments, words, tmp_path, capsys):
+    try:
+        code = cli_main(["data", "synth", "--out", str(tmp_path / "suite"), *arguments])
+    except SystemExit as stop:  # argparse's own refusal
+        code = stop.code
+    captured = capsys.readouterr()
+    assert code == 2 and words in captured.err and "Traceback" not in captured.err and "wrote" not in captured.out
+    assert not (tmp_path / "suite").exists()

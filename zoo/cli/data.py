@@ -6,6 +6,7 @@ import json
 import sys
 import time
 
+from zoo.cli.arguments import positive_int
 from zoo.data.action_scene import SuiteOptions, generate_suite
 from zoo.data.reader import VideoError, open_reader
 
@@ -19,7 +20,7 @@ def add_parser(subcommands) -> None:
     p = data.add_parser("synth", help="write the synthetic action-scene suite")
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--videos", type=int, default=120)
+    p.add_argument("--videos", type=positive_int, default=120)
     defaults = SuiteOptions()
     p.add_argument("--train-share", type=float, default=defaults.train_share, help="share of videos in the train split")
     p.add_argument("--usual-bias", type=float, default=defaults.usual_bias,

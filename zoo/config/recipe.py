@@ -224,6 +224,9 @@ def _read_yaml(path: Path) -> dict:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise RecipeError(f"{path}: not valid YAML{where}: {getattr(error, 'problem', error)}") from None
+    except UnicodeDecodeError as error:
+        raise RecipeError(f"{path}: not UTF-8 text (byte {error.start} is {error.object[error.start:error.start + 1]!r}); "
+                          "save the recipe as UTF-8") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -94,7 +94,14 @@ def read_checkpoint_recipe(directory) -> dict:
         raise CheckpointError(f"{directory}: no such checkpoint directory")
     if not recipe_file.is_file() or not (directory / WEIGHTS).is_file():
         raise CheckpointError(f"{directory}: not an STZoo checkpoint (recipe.yaml and {WEIGHTS} are expected)")
-    data = yaml.safe_load(recipe_file.read_text())
+    try:
+        data = yaml.safe_load(recipe_file.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{recipe_file}: unreadable ({type(error).__name__}); the checkpoint is damaged: "
+                              "copy it again from where it was saved") from None
+    if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
+        raise CheckpointError(f"{recipe_file}: holds no recipe with a model section; the checkpoint is damaged: "
+                              "copy it again from where it was saved")
     for kind, name in (("llm", "tokenizer"), ("encoder", "instruction_tokenizer")):
         value = data["model"][kind].get(name)
         if value and not Path(value).is_absolute() and (directory / value).exists():

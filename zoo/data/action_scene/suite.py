@@ -50,8 +50,12 @@ class SuiteOptions:
         low, high = self.span_range
         if not 0 < low <= high <= 1:
             raise ValueError(f"SuiteOptions.span_range must satisfy 0 < low <= high <= 1, got {self.span_range}")
-        if self.height % 2 or self.width % 2:
-            raise ValueError(f"SuiteOptions height and width must be even (H.264), got {self.width}x{self.height}")
+        if self.height < 16 or self.width < 16 or self.height % 2 or self.width % 2:
+            raise ValueError(f"SuiteOptions height and width must be even numbers of at least 16 pixels (H.264, and room "
+                             f"for the actor), got {self.width}x{self.height}")
+        for name, low in (("fps", 1), ("seconds", 0.25), ("workers", 1)):
+            if not getattr(self, name) >= low:
+                raise ValueError(f"SuiteOptions.{name} must be at least {low}, got {getattr(self, name)}")
 
     @property
     def frames(self) -> int:
