@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -123,3 +124,24 @@ def test_each_tiny_recipe_trains_on_the_suite_and_its_loss_falls(name, small_sui
     assert last < 0.6 * first, [round(h[key], 3) for h in state.history]
     if name == "st_llm":
         assert all(h["loss/mvm"] > 0 for h in state.history)  # masking and MVM were on throughout
+
+
+def test_a_resume_after_a_killed_write_leaves_no_debris_and_logs_each_step_once(direction_dataset, tmp_path):
+    """Issue 20, item 10: a checkpoint write killed at step 4 left step-4.partial (with a hidden copy of the
+    weights) that later became part of step 4's checkpoint, and metrics.jsonl repeated the replayed steps."""
+    train_file = direction_dataset(8)
+    output = tmp_path / "run"
+    Trainer(direction_recipe(train_file, steps=4, save_every=2), output_dir=output, device="cpu").fit()
+    checkpoints = output / "checkpoints"
+    # As a kill inside the write of step 4 leaves it: the staging folder with save_pretrained's hidden temp folder.
+    shutil.rmtree(checkpoints / "step-0000004")
+    debris = checkpoints / "step-0000004.partial" / ".model.k1ll3d"
+    debris.mkdir(parents=True)
+    (debris / "model.safetensors").write_bytes(b"half a copy of the weights")
+    (checkpoints / "step-0000003.partial").mkdir()  # and one from an older kill
+    Trainer(direction_recipe(train_file, steps=4, save_every=2), output_dir=output, device="cpu").fit(
+        resume_from=checkpoints / "step-0000002")
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["step-0000002", "step-0000004"]
+    assert not list((checkpoints / "step-0000004").rglob(".model.*"))
+    steps = [json.loads(line)["step"] for line in (output / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]

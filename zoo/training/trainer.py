@@ -208,6 +208,7 @@ class Trainer:
     # --- the loop -----------------------------------------------------------------------
 
     def fit(self, resume_from: Path | None = None) -> TrainState:
+        self.remove_unfinished_checkpoints()
         if resume_from is not None:
             self.resume(resume_from)
         elif not hasattr(self, "engine"):
@@ -233,6 +234,15 @@ class Trainer:
         if self.rank == 0:
             publish_model(final / "model", self.output_dir / "final")
         return self.state
+
+    def remove_unfinished_checkpoints(self) -> None:
+        """What a killed checkpoint write left (``step-N.partial``, and the hidden staging folders of a model
+        save, each a full copy of the weights), so that none of it ends up inside a later checkpoint."""
+        checkpoints = self.output_dir / "checkpoints"
+        if self.rank == 0 and checkpoints.is_dir():
+            for debris in [*checkpoints.glob("step-*.partial"), *checkpoints.glob("step-*/.model.*")]:
+                shutil.rmtree(debris, ignore_errors=True)
+        barrier(self.world_size)
 
     def checkpoint_dir(self) -> Path:
         return self.output_dir / "checkpoints" / f"step-{self.state.step:07d}"
@@ -313,6 +323,9 @@ class Trainer:
         """
         rng = gather_rng_states(self.world_size)
         staging = directory.with_name(directory.name + ".partial")
+        if self.rank == 0:
+            shutil.rmtree(staging, ignore_errors=True)  # a write killed earlier at this step must not leak into this one
+        barrier(self.world_size)
         try:
             self.engine.save_extra(staging)
             with self.engine.consolidated():
@@ -355,6 +368,15 @@ class Trainer:
         self.state.batches_in_epoch, self.state.skipped_samples = state["batches_in_epoch"], state["skipped_samples"]
         rng = state["rng"]
         torch.set_rng_state(rng[self.rank if self.rank < len(rng) else 0].cpu())
+        self.forget_logged_steps_after(self.run_step)
+
+    def forget_logged_steps_after(self, step: int) -> None:
+        """metrics.jsonl without the steps after ``step``: they are trained again and logged then, once."""
+        log = self.output_dir / "metrics.jsonl"
+        if self.rank != 0 or not log.is_file():
+            return
+        kept = [line for line in log.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+        log.write_text("".join(line + "\n" for line in kept))
 
 
 def gather_rng_states(world_size: int) -> list[torch.Tensor]:
