@@ -24,6 +24,7 @@ def trained(tmp_path_factory):
     data["train"].update({"max_steps": 4, "batch_size": 2})
     data["eval"] = {"max_new_tokens": 4}
     Trainer(recipe_from_dict(data), output_dir=root / "run", device="cpu").fit()
+    (root / "recipe.yaml").write_text(recipe_from_dict(data).dump())
     return root, root / "run" / "final", test_file
 
 
@@ -103,3 +104,14 @@ def test_eval_refuses_a_negative_sample_count(trained, capsys):
     with pytest.raises(SystemExit) as stop:
         main(["eval", str(model), "--benchmark", str(test_file), "--max-samples", "-1"])
     assert stop.value.code == 2 and "-1 is not at least 1" in capsys.readouterr().err
+
+
+def test_resuming_another_recipes_checkpoint_is_one_sentence(trained, tmp_path, capsys, monkeypatch):
+    root, _, _ = trained
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("STZOO_HOME", str(tmp_path / "home"))
+    checkpoint = root / "run" / "checkpoints" / "step-0000004"
+    code = main(["train", str(root / "recipe.yaml"), "--set", "train.lr=1e-4", "--resume", str(checkpoint),
+                 "--output", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "written by a different recipe" in err and "--resume-anyway" in err and "Traceback" not in err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from fractions import Fraction
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from tests.helpers import tiny_recipe
 from zoo.model.video_llm import VideoLLM
 from zoo.config.recipe import recipe_from_dict
 from components.config import RecipeError
+from components.weights import CheckpointError
 from zoo.training.trainer import Trainer, TrainingError
 
 
@@ -145,3 +147,45 @@ def test_a_resume_after_a_killed_write_leaves_no_debris_and_logs_each_step_once(
     assert not list((checkpoints / "step-0000004").rglob(".model.*"))
     steps = [json.loads(line)["step"] for line in (output / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]
+
+
+@pytest.fixture
+def written_checkpoint(direction_dataset, tmp_path):
+    train_file = direction_dataset(8)
+    Trainer(direction_recipe(train_file, steps=2, save_every=2), output_dir=tmp_path / "first", device="cpu").fit()
+    return train_file, tmp_path / "first" / "checkpoints" / "step-0000002"
+
+
+@pytest.mark.parametrize("damage,words", [
+    ("truncated weights", "model.safetensors: unreadable"),
+    ("truncated state", "trainer_state.pt: unreadable as a training state"),
+    ("pickled object", "trainer_state.pt: unreadable as a training state (it holds objects other than tensors and numbers)"),
+])
+def test_a_damaged_checkpoint_is_one_sentence_when_resumed(written_checkpoint, tmp_path, damage, words):
+    """Issue 20, item 5: these printed raw tracebacks, and torch's text suggested weights_only=False."""
+    train_file, checkpoint = written_checkpoint
+    if damage == "truncated weights":
+        weights = checkpoint / "model" / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:1000])
+    elif damage == "truncated state":
+        state = checkpoint / "trainer_state.pt"
+        state.write_bytes(state.read_bytes()[:200])
+    else:
+        torch.save({"engine": Fraction(1, 3), "step": 2, "epoch": 0, "rng": []}, checkpoint / "trainer_state.pt")
+    with pytest.raises(CheckpointError) as error:
+        Trainer(direction_recipe(train_file, steps=2, save_every=2), output_dir=tmp_path / "again", device="cpu").fit(
+            resume_from=checkpoint)
+    assert words in str(error.value) and "weights_only=False" not in str(error.value)
+    assert "resume from an earlier checkpoint" in str(error.value)
+
+
+def test_a_checkpoint_of_another_recipe_is_refused_unless_asked(written_checkpoint, tmp_path):
+    train_file, checkpoint = written_checkpoint
+    other = direction_recipe(train_file, steps=4, lr=1e-3)  # same shapes, other training
+    with pytest.raises(CheckpointError, match=r"written by a different recipe \(fingerprint \w{8}, this recipe's is \w{8}"):
+        Trainer(other, output_dir=tmp_path / "other", device="cpu").fit(resume_from=checkpoint)
+    state = Trainer(direction_recipe(train_file, steps=4, lr=1e-3), output_dir=tmp_path / "anyway", device="cpu",
+                    resume_anyway=True).fit(resume_from=checkpoint)
+    assert state.step == 4
+    same = Trainer(direction_recipe(train_file, steps=2, save_every=2, log_every=5), output_dir=tmp_path / "same", device="cpu")
+    assert same.fit(resume_from=checkpoint).step == 2  # logging settings are not part of the fingerprint

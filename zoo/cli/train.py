@@ -16,6 +16,8 @@ def add_parser(subcommands) -> None:
     add_recipe_arguments(p)
     p.add_argument("--output", help="output directory (default: the recipe's train.output_dir)")
     p.add_argument("--resume", help="a checkpoint directory written by a previous run (its MLflow run continues)")
+    p.add_argument("--resume-anyway", action="store_true",
+                   help="resume a checkpoint that another recipe wrote (same shapes), continuing under this recipe")
     p.add_argument("--run-name", help="the MLflow run name (default: the recipe's name and fingerprint)")
     p.set_defaults(run=run)
 
@@ -23,7 +25,7 @@ def add_parser(subcommands) -> None:
 def run(args) -> int:
     recipe = load_recipe(args.recipe, args.overrides)
     output = Path(args.output or recipe.train.output_dir.format(name=recipe.name))
-    launcher = InProcessLauncher(output, resume_from=args.resume)
+    launcher = InProcessLauncher(output, resume_from=args.resume, resume_anyway=args.resume_anyway)
     result = run_recipe(recipe, launcher, args.run_name, resume=args.resume is not None)
     for stage in result.stages:
         name = f"{recipe.name} stage {stage.name}" if stage.name else recipe.name

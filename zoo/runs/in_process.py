@@ -14,9 +14,11 @@ from zoo.training.trainer import Trainer
 class InProcessLauncher:
     """Stages train here, one after another, under ``output`` (a stage's files in ``output/<stage>``)."""
 
-    def __init__(self, output: Path, resume_from: Path | None = None, progress: bool | None = None):
+    def __init__(self, output: Path, resume_from: Path | None = None, progress: bool | None = None,
+                 resume_anyway: bool = False):
         self.output = Path(output)
         self.resume_from = Path(resume_from) if resume_from else None
+        self.resume_anyway = resume_anyway
         self.progress = progress
 
     def train_stage(self, stage: Stage, run: tracking.TrackedRun, handoff: Path | None, first_step: int) -> StageResult:
@@ -26,7 +28,7 @@ class InProcessLauncher:
         output = self.output / stage.name if stage.name else self.output
         sink = tracking.MLflowMetrics(run.uri, run.run_id, tracking.unsent_metrics_file(run.run_id))
         trainer = Trainer(stage.recipe, model=stage.build_model(handoff), output_dir=output, loggers=(sink,),
-                          progress=self.progress, step_offset=first_step)
+                          progress=self.progress, step_offset=first_step, resume_anyway=self.resume_anyway)
         monitor = tracking.start_system_metrics(run.uri, run.run_id)
         try:
             state = trainer.fit(resume_from=self.resume_from)

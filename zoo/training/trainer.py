@@ -28,7 +28,9 @@ from zoo.training.strategies import DDPEngine, DeepSpeedEngine, PlainEngine, fil
 from zoo.model.video_llm import VideoLLM, build_model
 from zoo.config.recipe import Recipe
 from components.config import RecipeError
+from components.weights import CheckpointError
 from tqdm.auto import tqdm
+from safetensors import SafetensorError
 from safetensors.torch import load_model
 
 
@@ -111,7 +113,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 class Trainer:
     def __init__(self, recipe: Recipe, model: VideoLLM | None = None, *, device=None, rank: int = 0,
                  world_size: int = 1, loggers: tuple = (), output_dir: str | Path | None = None,
-                 progress: bool | None = None, on_checkpoint=None, step_offset: int = 0):
+                 progress: bool | None = None, on_checkpoint=None, step_offset: int = 0, resume_anyway: bool = False):
         self.recipe = recipe
         self.rank, self.world_size = rank, world_size
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -124,6 +126,7 @@ class Trainer:
         self.on_checkpoint = on_checkpoint  # (directory, metrics, final) after each checkpoint, on every rank
         # Steps already logged to this run by earlier stages: logged steps continue instead of restarting at 1.
         self.step_offset = step_offset
+        self.resume_anyway = resume_anyway  # resume a checkpoint another recipe wrote (same shapes), on purpose
         self.state = TrainState()
 
     # --- set-up -------------------------------------------------------------------------
@@ -335,6 +338,7 @@ class Trainer:
                         "engine": self.engine.state_dict(),
                         "step": self.state.step, "epoch": self.state.epoch, "batches_in_epoch": self.state.batches_in_epoch,
                         "skipped_samples": self.state.skipped_samples, "rng": rng,
+                        "fingerprint": self.recipe.fingerprint(),
                     }
                     torch.save(state, staging / "trainer_state.pt")
         except OSError as error:  # a full disk, a lost mount
@@ -359,16 +363,25 @@ class Trainer:
         directory = Path(directory)
         if not (directory / "trainer_state.pt").is_file():
             raise RecipeError(f"--resume {directory}: not a checkpoint of a training run (no trainer_state.pt)")
+        state = read_trainer_state(directory / "trainer_state.pt")
+        self.check_same_recipe(directory, state.get("fingerprint"))
         self.prepare()
-        load_model(self.model, str(directory / "model" / "model.safetensors"), strict=True, device=str(self.device))
+        load_checkpoint_weights(self.model, directory / "model" / "model.safetensors", self.device)
         self.engine.load_extra(directory)
-        state = torch.load(directory / "trainer_state.pt", map_location="cpu", weights_only=True)
         self.engine.load_state_dict(state["engine"])
         self.state.step, self.state.epoch = state["step"], state["epoch"]
         self.state.batches_in_epoch, self.state.skipped_samples = state["batches_in_epoch"], state["skipped_samples"]
         rng = state["rng"]
         torch.set_rng_state(rng[self.rank if self.rank < len(rng) else 0].cpu())
         self.forget_logged_steps_after(self.run_step)
+
+    def check_same_recipe(self, directory: Path, fingerprint: str | None) -> None:
+        """A checkpoint of another recipe with the same shapes would load silently: refuse it unless asked."""
+        mine = self.recipe.fingerprint()
+        if fingerprint is not None and fingerprint != mine and not self.resume_anyway:
+            raise CheckpointError(f"--resume {directory}: written by a different recipe (fingerprint {fingerprint}, this "
+                                  f"recipe's is {mine}: its model, data, prompt or training settings differ); resume "
+                                  "with the recipe that wrote it, or pass --resume-anyway to continue under this one")
 
     def forget_logged_steps_after(self, step: int) -> None:
         """metrics.jsonl without the steps after ``step``: they are trained again and logged then, once."""
@@ -377,6 +390,33 @@ class Trainer:
             return
         kept = [line for line in log.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
         log.write_text("".join(line + "\n" for line in kept))
+
+
+def read_trainer_state(path: Path) -> dict:
+    """trainer_state.pt read as data only (tensors, numbers, strings); a damaged file is one sentence."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
+        first = str(error).splitlines()[0] if str(error) else ""
+        detail = "it holds objects other than tensors and numbers" if "weights_only" in str(error) or "Unsupported" in first \
+            else f"{type(error).__name__}: {first[:120]}"
+        raise CheckpointError(f"{path}: unreadable as a training state ({detail}); it is truncated or was not written by "
+                              "STZoo: resume from an earlier checkpoint") from None
+    if not isinstance(state, dict) or not {"engine", "step", "epoch", "rng"} <= set(state):
+        raise CheckpointError(f"{path}: not an STZoo training state (engine, step, epoch and rng are expected); "
+                              "resume from a checkpoint directory a training run wrote")
+    return state
+
+
+def load_checkpoint_weights(model, path: Path, device: torch.device) -> None:
+    try:
+        load_model(model, str(path), strict=True, device=str(device))
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"{path}: unreadable ({error}); the file is corrupt or truncated: resume from an "
+                              "earlier checkpoint") from None
+    except RuntimeError as error:  # missing, unexpected or differently shaped weights
+        raise CheckpointError(f"{path} does not fit this recipe's model ({' '.join(str(error).split())[:240]}); "
+                              "resume with the recipe that wrote it") from None
 
 
 def gather_rng_states(world_size: int) -> list[torch.Tensor]:
