@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         name = args.run_name or tracking.default_run_name(recipe)
         connect_ray()
         result = run_recipe(recipe, RayLauncher(name), name)
-    except RecipeError as error:
+    except (RecipeError, tracking.TrackingError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     for key, value in result.metrics.items():

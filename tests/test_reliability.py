@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import shutil
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -289,3 +290,34 @@ def test_data_synth_refuses_impossible_options(arguments, words, tmp_path, capsy
     captured = capsys.readouterr()
     assert code == 2 and words in captured.err and "Traceback" not in captured.err and "wrote" not in captured.out
     assert not (tmp_path / "suite").exists()
+
+
+def test_an_unreachable_tracking_server_is_one_sentence_within_seconds(tmp_path, capsys, monkeypatch):
+    """Issue 20, item 7: a dead tracking URI used to retry for minutes, then blame the run reference."""
+    from zoo.launch.servers import free_port
+
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    started = time.perf_counter()
+    assert cli_main(["train", "recipes/tiny/baseline.yaml", "--set", "data.synthetic=null", "--set", "data.eval={}",
+                     "--set", f"data.train={tmp_path}/none.json"]) == 2
+    assert cli_main(["eval", "runs:/0123456789abcdef0123456789abcdef", "--benchmark", "x.json"]) == 2
+    assert time.perf_counter() - started < 30
+    err = capsys.readouterr().err
+    assert err.count(f"error: MLflow at {uri} does not answer (ConnectionRefusedError); start it, or set "
+                     "MLFLOW_TRACKING_URI") == 2 and "Traceback" not in err
+
+
+def test_a_checkpoint_without_its_tokenizer_fails_at_once(tmp_path):
+    """Issue 20, item 10: a checkpoint missing tokenizer/ spent 52 s retrying the hub before its error."""
+    from components.weights import CheckpointError
+    from zoo.model.video_llm import VideoLLM, build_model
+
+    directory = tmp_path / "checkpoint"
+    build_model(recipe_from_dict(tiny_recipe())).save_pretrained(directory)
+    assert "tokenizer: tokenizer" in (directory / "recipe.yaml").read_text()  # saved beside the weights
+    shutil.rmtree(directory / "tokenizer")
+    started = time.perf_counter()
+    with pytest.raises(CheckpointError, match="its tokenizer/ folder is missing .* copy the whole checkpoint directory again"):
+        VideoLLM.from_pretrained(directory)
+    assert time.perf_counter() - started < 5

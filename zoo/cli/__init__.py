@@ -30,10 +30,12 @@ from components.registry import RegistryError
 from zoo.data.formats import AnnotationError
 from zoo.data.prompting import ConversationError
 from zoo.data.reader import VideoError
+from zoo.runs.tracking import TrackingError
 from zoo.training.trainer import TrainingError
 
 COMMANDS = ("components", "resolve", "build", "train", "eval", "sweep", "compare", "attention", "generate", "data")
-USER_ERRORS = (RecipeError, VideoError, AnnotationError, ConversationError, TrainingError, RegistryError, FileNotFoundError)
+USER_ERRORS = (RecipeError, VideoError, AnnotationError, ConversationError, TrainingError, RegistryError, FileNotFoundError,
+               TrackingError)
 
 
 def parser(commands: tuple[str, ...] = COMMANDS) -> argparse.ArgumentParser:

@@ -104,6 +104,9 @@ def read_checkpoint_recipe(directory) -> dict:
                               "copy it again from where it was saved")
     for kind, name in (("llm", "tokenizer"), ("encoder", "instruction_tokenizer")):
         value = data["model"][kind].get(name)
+        if value == name and not (directory / value).is_dir():  # saved beside the weights, as save_pretrained writes it
+            raise CheckpointError(f"{directory}: its {name}/ folder is missing (recipe.yaml says the {kind}'s {name} was "
+                                  "saved there); copy the whole checkpoint directory again")
         if value and not Path(value).is_absolute() and (directory / value).exists():
             data["model"][kind][name] = str(directory / value)
     return data

@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +53,25 @@ def default_run_name(recipe: Recipe) -> str:
     """The recipe's tracking.run_name, else its name and the fingerprint of what decides its weights:
     an unchanged recipe continues its run, an edited one starts a new one."""
     return recipe.tracking.run_name or f"{recipe.name}-{recipe.fingerprint()}"
+
+
+class TrackingError(RuntimeError):
+    """The tracking server cannot be reached; the message names the URI and what to do."""
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """One quick look at an MLflow server before a run depends on it (local stores need none)."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as response:
+            if response.status == 200:
+                return
+            problem = f"HTTP {response.status}"
+    except OSError as error:
+        problem = type(getattr(error, "reason", error)).__name__
+    raise TrackingError(f"MLflow at {uri} does not answer ({problem}); start it, or set MLFLOW_TRACKING_URI to a server "
+                        "that runs (unset, runs are tracked in a local database under STZOO_HOME)")
 
 
 def client(uri: str):
@@ -104,6 +124,7 @@ def start_or_resume(recipe: Recipe, name: str | None = None, parent_run_id: str 
     """The MLflow run of this training run: the existing one with the same run name (unless ``resume`` is
     false: a run trained from scratch gets a run of its own), else a new one."""
     uri = tracking_uri(recipe)
+    check_reachable(uri)
     mlflow_client = client(uri)
     name = name or default_run_name(recipe)
     experiment_id = ensure_experiment(mlflow_client, experiment_name(recipe), uri)
@@ -242,6 +263,7 @@ def download_model_artifact(reference: str) -> Path:
 
     run_id = reference.removeprefix("runs:/").split("/")[0]
     uri = tracking_uri()
+    check_reachable(uri)
     mlflow.set_tracking_uri(uri)
     try:
         local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model")
