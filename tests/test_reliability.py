@@ -124,11 +124,14 @@ def recipe_for(train: Path, **data):
     return recipe_from_dict(payload)
 
 
-def test_a_bad_video_stops_training_naming_the_entry(tmp_path, direction_dataset):
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_bad_video_stops_training_naming_the_entry(tmp_path, direction_dataset, workers):
+    """With DataLoader workers too: the worker's traceback used to be folded into the message (issue 20, item 8)."""
     train = broken_dataset(tmp_path, direction_dataset)
     with pytest.raises(VideoError) as error:
-        Trainer(recipe_for(train), output_dir=tmp_path / "run", device="cpu").fit()
+        Trainer(recipe_for(train, num_workers=workers), output_dir=tmp_path / "run", device="cpu").fit()
     message = str(error.value)
+    assert message.startswith(str(train)) and "Traceback" not in message and "worker" not in message
     assert str(train) in message and "entry" in message and ("empty (0 bytes)" in message or "file not found" in message)
 
 

@@ -209,6 +209,24 @@ class SkippingCollate:
         return batch
 
 
+def batches_of(loader):
+    """The loader's batches. An error of a sample raised in a DataLoader worker process reaches here with the
+    worker's traceback folded into its message; it is raised again as its own sentence."""
+    iterator = iter(loader)
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except (VideoError, AnnotationError, ConversationError) as error:
+            message = str(error).strip()
+            if "Original Traceback" not in message:
+                raise
+            last = message.splitlines()[-1]  # "zoo.data.reader.VideoError: FILE: entry 3 (id x): ..."
+            raise type(error)(last.split(": ", 1)[1] if ": " in last else last) from None
+        yield batch
+
+
 def ensure_synthetic_suite(recipe, progress: bool = True) -> None:
     """Generate the recipe's synthetic suite where none exists yet. An existing suite is never written
     over: one drawn with other options (or by another generator version) is refused with the options

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from zoo.data.dataset import SkippedSample, SkippingCollate, build_dataset, data_path, instruction_pad_id
+from zoo.data.dataset import SkippedSample, SkippingCollate, batches_of, build_dataset, data_path, instruction_pad_id
 from zoo.data.reader import VideoError
 from zoo.evaluation.metrics.scoring import first_turn, flatten_metrics, score, write_results
 from tqdm.auto import tqdm
@@ -58,7 +58,7 @@ def generate_answers(model, dataset, stream: AnswerStream, batch_size: int = 1, 
     predictions: dict[str, str | None] = {}
     skipped: list[SkippedSample] = []
     bar = tqdm(total=len(dataset), desc=f"eval {Path(dataset.source).name}", unit="sample") if progress else None
-    for batch in loader:
+    for batch in batches_of(loader):
         batch_skipped = batch if isinstance(batch, list) else batch.skipped  # a list: every video of it unreadable
         skipped += batch_skipped
         if not isinstance(batch, list):

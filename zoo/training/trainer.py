@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from zoo.data.dataset import SkippingCollate, build_dataset, ensure_synthetic_suite, instruction_pad_id
+from zoo.data.dataset import SkippingCollate, batches_of, build_dataset, ensure_synthetic_suite, instruction_pad_id
 from zoo.data.batch import VideoBatch
 from zoo.training.strategies import DDPEngine, DeepSpeedEngine, PlainEngine, fill_deepspeed_config
 from zoo.model.video_llm import VideoLLM, build_model
@@ -253,7 +253,7 @@ class Trainer:
     def _batches(self) -> Iterator[VideoBatch]:
         """Micro-batches forever, epoch after epoch, tracking where a resumed run must start."""
         while True:
-            for batch in self.loader():
+            for batch in batches_of(self.loader()):
                 self.state.batches_in_epoch += 1
                 if isinstance(batch, list):  # every sample of it was a bad video
                     self.state.skipped_samples += len(batch)
