@@ -20,12 +20,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from components import registry
+from components.errors import UserError
 
 _MISSING = dataclasses.MISSING
 FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
-class RecipeError(ValueError):
+class RecipeError(UserError, ValueError):
     """A recipe that cannot be used, with the key and the file that set it."""
 
 

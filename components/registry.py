@@ -22,6 +22,8 @@ import pkgutil
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from components.errors import UserError
+
 @dataclass(frozen=True)
 class Kind:
     package: str  # the subpackage whose modules register this kind's components
@@ -40,7 +42,7 @@ KINDS: dict[str, Kind] = {
 }
 
 
-class RegistryError(KeyError):
+class RegistryError(UserError, KeyError):
     """An unknown kind or name; the message lists what exists."""
 
     def __str__(self) -> str:  # KeyError quotes its message; we want a plain sentence.

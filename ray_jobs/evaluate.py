@@ -17,7 +17,7 @@ from pathlib import Path
 import ray
 
 from zoo.cli.arguments import plugin_list
-from zoo.runs import tracking
+import zoo.runs.tracking as tracking
 from zoo.runs.run_recipe import log_benchmarks
 
 

@@ -15,10 +15,10 @@ import argparse
 import logging
 import sys
 
-from components.config import RecipeError
+from components.errors import UserError
 from zoo.config.recipe import load_recipe
 from zoo.launch.ray_train import RayLauncher, connect_ray
-from zoo.runs import tracking
+import zoo.runs.tracking as tracking
 from zoo.runs.run_recipe import run_recipe
 
 
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         name = args.run_name or tracking.default_run_name(recipe)
         connect_ray()
         result = run_recipe(recipe, RayLauncher(name), name)
-    except (RecipeError, tracking.TrackingError) as error:
+    except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     for key, value in result.metrics.items():

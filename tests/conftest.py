@@ -17,7 +17,7 @@ import torch  # noqa: E402
 from zoo.data.writer import write_video  # noqa: E402
 
 from tests.helpers import moving_square_frames, tiny_recipe  # noqa: E402
-from zoo.launch import servers as local  # noqa: E402
+import zoo.launch.servers as local  # noqa: E402
 
 
 @pytest.fixture

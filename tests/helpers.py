@@ -13,7 +13,7 @@ import torch
 from zoo.data.batch import VideoSample, collate
 from zoo.data.prompting import encode, question_turns
 from zoo.data.writer import write_video
-from zoo.launch import servers as local
+import zoo.launch.servers as local
 
 REPO = Path(__file__).resolve().parent.parent
 

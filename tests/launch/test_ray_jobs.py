@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from tests.helpers import ray_job, submit_job, tiny_recipe, write_direction_task
-from zoo.launch import servers as local
+import zoo.launch.servers as local
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from tests.helpers import REPO
-from zoo.launch import servers as local
+import zoo.launch.servers as local
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

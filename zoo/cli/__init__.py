@@ -25,17 +25,10 @@ import importlib
 import os
 import sys
 
-from components.config import RecipeError
-from components.registry import RegistryError
-from zoo.data.formats import AnnotationError
-from zoo.data.prompting import ConversationError
-from zoo.data.reader import VideoError
-from zoo.runs.tracking import TrackingError
-from zoo.training.trainer import TrainingError
+from components.errors import UserError
 
 COMMANDS = ("components", "resolve", "build", "train", "eval", "sweep", "compare", "attention", "generate", "data")
-USER_ERRORS = (RecipeError, VideoError, AnnotationError, ConversationError, TrainingError, RegistryError, FileNotFoundError,
-               TrackingError)
+USER_ERRORS = (UserError, FileNotFoundError)
 
 
 def parser(commands: tuple[str, ...] = COMMANDS) -> argparse.ArgumentParser:

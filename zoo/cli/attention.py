@@ -6,7 +6,7 @@ from pathlib import Path
 
 from zoo.cli.arguments import add_model_arguments
 from zoo.evaluation.attention_share import answer_attention, write_attention_report
-from zoo.runs import tracking
+import zoo.runs.tracking as tracking
 
 
 def add_parser(subcommands) -> None:

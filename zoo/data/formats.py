@@ -23,9 +23,10 @@ from typing import NoReturn
 
 from zoo.data.grounding import DECIMAL
 from zoo.data.reader import VideoError, open_reader
+from components.errors import UserError
 
 
-class AnnotationError(ValueError):
+class AnnotationError(UserError, ValueError):
     """An annotation file or entry that cannot be used; the message names the file and the entry."""
 
 

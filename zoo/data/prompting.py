@@ -15,11 +15,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from zoo.config.recipe import PromptSpec
+from components.errors import UserError
 
 IGNORE = -100
 
 
-class ConversationError(ValueError):
+class ConversationError(UserError, ValueError):
     """A conversation that cannot be encoded (no turns, a turn of unknown role, two videos)."""
 
 

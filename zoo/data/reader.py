@@ -13,10 +13,12 @@ from typing import Callable
 
 import numpy as np
 
+from components.errors import UserError
+
 BACKENDS = ("decord", "pyav")
 
 
-class VideoError(ValueError):
+class VideoError(UserError, ValueError):
     """A video that cannot be used: missing, empty, not a video, or undecodable."""
 
 

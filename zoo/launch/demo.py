@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from zoo.launch import servers as local
+import zoo.launch.servers as local
 from zoo.runs.tables import Column, markdown_table, top_level_runs
 from zoo.data.dataset import ensure_synthetic_suite
 from zoo.config.recipe import load_recipe

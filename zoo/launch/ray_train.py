@@ -24,7 +24,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 
 from components.config import RecipeError
 from zoo.config.recipe import Recipe, StageSpec, recipe_from_dict
-from zoo.runs import tracking
+import zoo.runs.tracking as tracking
 from zoo.runs.run_recipe import StageResult
 from zoo.training.stages import Stage
 from zoo.training.trainer import Trainer

@@ -11,7 +11,7 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from zoo.runs import tracking
+import zoo.runs.tracking as tracking
 from zoo.runs.tables import Column, markdown_table, mean_and_spread
 from zoo.config.experiment import Experiment
 from zoo.runs.sweep import EXPERIMENT_TAG, SCALE_TAG, SEED_TAG, VARIANT_TAG

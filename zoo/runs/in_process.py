@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from components.config import RecipeError
-from zoo.runs import tracking
+import zoo.runs.tracking as tracking
 from zoo.runs.run_recipe import StageResult
 from zoo.training.stages import Stage
 from zoo.training.trainer import Trainer

@@ -24,7 +24,7 @@ from zoo.config.recipe import Recipe
 from zoo.data.dataset import ensure_synthetic_suite
 from zoo.evaluation.benchmark import evaluate_benchmarks
 from zoo.model.video_llm import VideoLLM
-from zoo.runs import tracking
+import zoo.runs.tracking as tracking
 from zoo.runs.plots import plot_run_history
 from zoo.training.stages import Stage, plan_stages, write_handoff
 

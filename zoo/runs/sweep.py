@@ -22,7 +22,7 @@ import mlflow
 from zoo.config.experiment import Experiment
 from zoo.config.recipe import Recipe
 from zoo.model.video_llm import VideoLLM
-from zoo.runs import tracking
+import zoo.runs.tracking as tracking
 from zoo.runs.run_recipe import Launcher, log_benchmarks, run_recipe
 
 logger = logging.getLogger("stzoo.sweep")

@@ -24,6 +24,7 @@ from mlflow.tracking import MlflowClient
 
 from zoo.config.recipe import Recipe
 from zoo.model.video_llm import VideoLLM
+from components.errors import UserError
 
 logger = logging.getLogger("stzoo.tracking")
 
@@ -55,7 +56,7 @@ def default_run_name(recipe: Recipe) -> str:
     return recipe.tracking.run_name or f"{recipe.name}-{recipe.fingerprint()}"
 
 
-class TrackingError(RuntimeError):
+class TrackingError(UserError, RuntimeError):
     """The tracking server cannot be reached; the message names the URI and what to do."""
 
 

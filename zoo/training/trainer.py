@@ -28,13 +28,14 @@ from zoo.training.strategies import DDPEngine, DeepSpeedEngine, PlainEngine, fil
 from zoo.model.video_llm import VideoLLM, build_model
 from zoo.config.recipe import Recipe
 from components.config import RecipeError
+from components.errors import UserError
 from components.weights import CheckpointError
 from tqdm.auto import tqdm
 from safetensors import SafetensorError
 from safetensors.torch import load_model
 
 
-class TrainingError(RuntimeError):
+class TrainingError(UserError, RuntimeError):
     """Training cannot go on (a NaN loss, say); the message names the step and what was kept."""
 
 
