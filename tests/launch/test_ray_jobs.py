@@ -22,16 +22,16 @@ import zoo.launch.servers as local
 pytestmark = pytest.mark.slow
 
 
-def write_recipe(root: Path, train_file: Path, test_file: Path, steps: int, save_every: int) -> Path:
+def write_recipe(root: Path, train_file: Path, test_file: Path, steps: int, save_every: int, **scaling) -> Path:
     data = tiny_recipe(frames=8)
     data["name"] = "ray_direction"
     data["prompt"] = {"system": ""}
     data["data"].update({"train": str(train_file), "eval": {"direction": str(test_file)}})
     data["train"].update({"max_steps": steps, "batch_size": 2, "save_every": save_every, "log_every": 1, "seed": 3})
     data["eval"] = {"max_new_tokens": 4}
-    data["scaling"] = {"num_workers": 2, "cpus_per_worker": 1, "max_failures": 3}
+    data["scaling"] = {"num_workers": 2, "cpus_per_worker": 1, "max_failures": 3, **scaling}
     data["tracking"] = {"experiment": "ray-jobs-test"}
-    path = root / f"recipe_{steps}.yaml"
+    path = root / f"recipe_{steps}{'_' + scaling['strategy'] if scaling else ''}.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
 
@@ -136,14 +136,20 @@ def test_an_evaluation_job_logs_into_the_run(cluster, task):
     assert "eval/again/results.json" in {a.path for a in client.list_artifacts(run.info.run_id, "eval/again")}
 
 
-def test_a_killed_worker_resumes_from_its_checkpoint_with_the_same_result(cluster, task):
+ZERO3 = {"strategy": "deepspeed", "deepspeed_config": str(Path(__file__).resolve().parents[2] / "ray_jobs/deepspeed/zero3.json")}
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "zero3"])
+def test_a_killed_worker_resumes_from_its_checkpoint_with_the_same_result(cluster, task, strategy):
+    """Each of two workers saves its own part (DeepSpeed: its ZeRO shards) and Ray Train merges them; a worker
+    killed mid-run restarts the group from the merged checkpoint."""
     root, train_file, test_file = task
-    recipe = write_recipe(root, train_file, test_file, steps=40, save_every=5)
-    reference = submit_job(cluster, recipe, "reference-40")
+    recipe = write_recipe(root, train_file, test_file, steps=40, save_every=5, **(ZERO3 if strategy == "zero3" else {}))
+    reference = submit_job(cluster, recipe, f"reference-40-{strategy}")
     assert reference.returncode == 0, reference.stderr[-2000:]
 
-    job_id = submit_job(cluster, recipe, "killed-40", wait=False)
-    wait_for_steps(cluster, "killed-40", 12)
+    job_id = submit_job(cluster, recipe, f"killed-40-{strategy}", wait=False)
+    wait_for_steps(cluster, f"killed-40-{strategy}", 12)
     workers = [p for p in psutil.process_iter(["name", "cmdline"])
                if "RayTrainWorker" in " ".join(p.info.get("cmdline") or []) + (p.info.get("name") or "")]
     assert workers, "no Ray Train worker process found"
@@ -152,8 +158,8 @@ def test_a_killed_worker_resumes_from_its_checkpoint_with_the_same_result(cluste
     logs = job_client(cluster).get_job_logs(job_id)
     assert "resuming from" in logs
 
-    client, killed = mlflow_run(cluster, "killed-40")
-    _, uninterrupted = mlflow_run(cluster, "reference-40")
+    client, killed = mlflow_run(cluster, f"killed-40-{strategy}")
+    _, uninterrupted = mlflow_run(cluster, f"reference-40-{strategy}")
     assert final_loss(client, killed) == final_loss(client, uninterrupted)
     assert killed.data.metrics["direction.multiple_choice.accuracy"] == uninterrupted.data.metrics["direction.multiple_choice.accuracy"]
 
@@ -172,5 +178,5 @@ def test_a_stopped_and_resubmitted_job_continues_its_run(cluster, task):
     assert "continued" in again.stdout and "resuming from" in again.stdout
     client, run = mlflow_run(cluster, "resubmitted-40")
     assert run.info.run_id == first.info.run_id and run.info.status == "FINISHED"
-    _, uninterrupted = mlflow_run(cluster, "reference-40")
+    _, uninterrupted = mlflow_run(cluster, "reference-40-ddp")
     assert final_loss(client, run) == final_loss(client, uninterrupted)

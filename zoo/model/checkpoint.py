@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 from safetensors import SafetensorError
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_model, save_file
 
 from components.config import RecipeError, Sources
 from components.weights import CheckpointError
@@ -58,7 +58,7 @@ def save_pretrained(model, directory) -> Path:
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
-        save_model(model, str(staging / WEIGHTS))
+        save_file(weights_to_save(model), str(staging / WEIGHTS), metadata={"format": "pt"})
         (staging / "recipe.yaml").write_text(yaml.safe_dump(self_contained_recipe(model), sort_keys=False, width=100))
         if model.tokenizer is not None:
             model.tokenizer.save_pretrained(str(staging / "tokenizer"))
@@ -72,6 +72,24 @@ def save_pretrained(model, directory) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return directory
+
+
+def weights_to_save(model) -> dict:
+    """The state dict with each tied weight once (as safetensors' save_model keeps it) and every other
+    tensor in storage of its own: DeepSpeed's ZeRO-1/2 turns parameters into views of one flat buffer,
+    which safetensors refuses to write as it is."""
+    state = model.state_dict()
+    seen: dict[tuple, str] = {}
+    weights = {}
+    for name in sorted(state):
+        tensor = state[name].detach()
+        tie = (tensor.data_ptr(), tensor.shape, tensor.stride(), tensor.dtype)
+        if tensor.numel() and tie in seen:  # a tied weight (an LLM's lm_head and embeddings): load_model restores it
+            continue
+        seen[tie] = name
+        whole = tensor.is_contiguous() and tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size()
+        weights[name] = tensor if whole else tensor.contiguous().clone()
+    return weights
 
 
 def _replace_directory(staging: Path, directory: Path) -> None:

@@ -11,12 +11,17 @@ its partitioned parameters).
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
+import os
+import socket
+import warnings
 from pathlib import Path
 
 import torch
 
 from components.config import RecipeError
+from components.weights import CheckpointError
 from torch.nn.parallel import DistributedDataParallel
 
 
@@ -65,8 +70,11 @@ class PlainEngine:
     def last_lr(self) -> float:
         return self.scheduler.get_last_lr()[0]
 
+    # What the optimizer state in a checkpoint looks like; resuming needs the same (DDP reads plain's and back).
+    state_format = "torch"
+
     def state_dict(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+        return {"format": self.state_format, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
@@ -145,16 +153,65 @@ def _walk(config: dict, prefix: str = ""):
             yield f"{prefix}{key}", value
 
 
+def ensure_process_group() -> None:
+    """A one-process gloo group on loopback when none exists: DeepSpeed needs one even for a single
+    process (``stzoo train``); Ray Train and torchrun have set theirs up before the engine is built."""
+    if torch.distributed.is_initialized():
+        os.environ.setdefault("LOCAL_RANK", "0")  # DeepSpeed asserts it; Ray Train sets it, other launchers may not
+        return
+    with socket.socket() as probe:  # a free port on loopback only
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for key, value in (("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", str(port)), ("RANK", "0"),
+                       ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1")):
+        os.environ.setdefault(key, value)
+    torch.distributed.init_process_group("gloo", rank=0, world_size=1)
+
+
+# The only classes DeepSpeed's ZeRO-2/3 checkpoints hold besides tensors, containers and numbers (found with
+# torch.serialization.get_unsafe_globals_in_checkpoint); plain data, so allowing them runs no code.
+DEEPSPEED_DATA_CLASSES = (
+    "deepspeed.runtime.zero.config.ZeroStageEnum",
+    "deepspeed.utils.tensor_fragment.fragment_address",
+    "deepspeed.runtime.fp16.loss_scaler.LossScaler",
+)
+
+
+def read_deepspeed_file(path: str, map_location=None):
+    """A DeepSpeed checkpoint file read with weights_only=True and DeepSpeed's own data classes allowed."""
+    classes = [_named_class(name) for name in DEEPSPEED_DATA_CLASSES]
+    try:
+        with torch.serialization.safe_globals(classes):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # UnpicklingError for foreign objects, RuntimeError/EOFError for damaged files
+        text = " ".join(str(error).split())
+        detail = "it holds objects other than DeepSpeed's states" if "weights_only" in text or "Unsupported" in text \
+            else f"{type(error).__name__}: {text[:120]}"
+        raise CheckpointError(f"{path}: unreadable as a DeepSpeed state ({detail}); it is damaged or was not written "
+                              "by STZoo's DeepSpeed strategy: resume from an earlier checkpoint") from None
+
+
+def _named_class(dotted: str):
+    module, _, name = dotted.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
 class DeepSpeedEngine(PlainEngine):
     """DeepSpeed ZeRO-2/3: it scales the loss over micro-batches, clips, steps at the accumulation boundary."""
 
     def __init__(self, model, optimizer, scheduler, config: dict):
+        if not torch.cuda.is_available():
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")  # named, so DeepSpeed does not warn that it guessed
+        # DeepSpeed 0.19's ZeRO calls torch collectives that torch deprecates, at every step: noise, not news.
+        warnings.filterwarnings("ignore", message=r"`torch\.distributed\.\w+` is deprecated", category=FutureWarning)
         import deepspeed
 
+        ensure_process_group()
         self.model = model
         self.device = model.device
         self.config = config
         self.stage = config.get("zero_optimization", {}).get("stage", 0)
+        self.state_format = f"deepspeed-zero{self.stage}"
         if config.get("bf16", {}).get("enabled"):
             model.to(torch.bfloat16)  # DeepSpeed keeps fp32 master weights in its optimizer
         elif config.get("fp16", {}).get("enabled"):
@@ -178,7 +235,7 @@ class DeepSpeedEngine(PlainEngine):
         return float(norm) if norm is not None else float("nan")
 
     def state_dict(self) -> dict:
-        return {"scheduler": self.scheduler.state_dict()}
+        return {"format": self.state_format, "scheduler": self.scheduler.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.scheduler.load_state_dict(state["scheduler"])
@@ -187,7 +244,17 @@ class DeepSpeedEngine(PlainEngine):
         self.ds.save_checkpoint(str(directory / "deepspeed"), tag="state")
 
     def load_extra(self, directory: Path) -> None:
-        self.ds.load_checkpoint(str(directory / "deepspeed"), tag="state", load_module_strict=True)
+        folder = directory / "deepspeed" / "state"
+        if not folder.is_dir():
+            raise CheckpointError(f"{folder}: missing; the checkpoint's DeepSpeed states (optimizer shards) were not "
+                                  "copied with it: copy the whole checkpoint directory again")
+        # DeepSpeed reads its files with torch.load(weights_only=False), which runs whatever a pickle asks;
+        # a resume folder may come from anyone, so its files are read as data only.
+        self.ds.checkpoint_engine.load = read_deepspeed_file
+        loaded, _ = self.ds.load_checkpoint(str(directory / "deepspeed"), tag="state", load_module_strict=True)
+        if loaded is None:
+            raise CheckpointError(f"{folder}: DeepSpeed found no checkpoint it could load there; the checkpoint is "
+                                  "damaged: resume from an earlier one")
 
     def consolidated(self):
         if self.stage != 3:

@@ -366,8 +366,10 @@ class Trainer:
             raise RecipeError(f"--resume {directory}: not a checkpoint of a training run (no trainer_state.pt)")
         state = read_trainer_state(directory / "trainer_state.pt")
         self.check_same_recipe(directory, state.get("fingerprint"))
-        self.prepare()
+        # Into the bare model, before an engine wraps it: ZeRO-3 partitions the parameters when it starts.
         load_checkpoint_weights(self.model, directory / "model" / "model.safetensors", self.device)
+        self.prepare()
+        self.check_same_strategy(directory, state["engine"])
         self.engine.load_extra(directory)
         self.engine.load_state_dict(state["engine"])
         self.state.step, self.state.epoch = state["step"], state["epoch"]
@@ -383,6 +385,14 @@ class Trainer:
             raise CheckpointError(f"--resume {directory}: written by a different recipe (fingerprint {fingerprint}, this "
                                   f"recipe's is {mine}: its model, data, prompt or training settings differ); resume "
                                   "with the recipe that wrote it, or pass --resume-anyway to continue under this one")
+
+    def check_same_strategy(self, directory: Path, engine_state: dict) -> None:
+        """Optimizer states do not carry over between DeepSpeed's ZeRO stages and plain/DDP training."""
+        written = engine_state.get("format") or ("torch" if "optimizer" in engine_state else "deepspeed")
+        if written != self.engine.state_format:
+            raise CheckpointError(f"--resume {directory}: its optimizer state was written as {written} and this recipe "
+                                  f"trains as {self.engine.state_format} (scaling.strategy / scaling.deepspeed_config); "
+                                  "resume with the strategy that wrote it")
 
     def forget_logged_steps_after(self, step: int) -> None:
         """metrics.jsonl without the steps after ``step``: they are trained again and logged then, once."""
