@@ -324,3 +324,57 @@ def test_a_checkpoint_without_its_tokenizer_fails_at_once(tmp_path):
     with pytest.raises(CheckpointError, match="its tokenizer/ folder is missing .* copy the whole checkpoint directory again"):
         VideoLLM.from_pretrained(directory)
     assert time.perf_counter() - started < 5
+
+
+def test_a_tracking_server_lost_mid_run_costs_nothing_and_sync_closes_the_run(direction_dataset, tmp_path, monkeypatch, capsys):
+    """Issue 20, item 7: MLflow killed mid-run used to make the job retry for about 10 minutes and fail, so
+    evaluation never ran and the run stayed RUNNING. Now the run goes on offline, evaluates, keeps what it
+    would send, and `stzoo sync` delivers it and closes the run once the server is back."""
+    from mlflow.tracking import MlflowClient
+
+    import zoo.launch.servers as local
+    from zoo.runs.in_process import InProcessLauncher
+    from zoo.runs.run_recipe import run_recipe
+
+    monkeypatch.setenv("STZOO_HOME", str(tmp_path / "home"))
+    servers = local.LocalServers(home=str(tmp_path / "servers"))
+    port = local.free_port()
+
+    class ServerLostDuringTraining(InProcessLauncher):
+        def train_stage(self, *args, **kwargs):
+            local.stop_mlflow(servers)  # killed after the run was created, before the first step
+            return super().train_stage(*args, **kwargs)
+
+    train_file = direction_dataset(8)
+    data = tiny_recipe(frames=8)
+    data["data"].update({"train": str(train_file), "eval": {"direction": str(train_file.with_name("test.json"))}})
+    test = [{**json.loads(train_file.read_text())[0], "task": "multiple_choice", "split": "test", "candidates": ["left", "right"],
+             "answer": "right", "answer_letter": "B"}]
+    train_file.with_name("test.json").write_text(json.dumps(test))
+    data["train"].update({"max_steps": 3, "batch_size": 4, "log_every": 1})
+    data["eval"] = {"max_new_tokens": 3}
+    try:
+        local.start_mlflow(servers, port=port)
+        data["tracking"] = {"tracking_uri": servers.mlflow_url, "experiment": "outage"}
+        recipe = recipe_from_dict(data)
+        started = time.perf_counter()
+        result = run_recipe(recipe, ServerLostDuringTraining(tmp_path / "run", progress=False))
+        assert time.perf_counter() - started < 180  # it used to retry for about 10 minutes, then fail
+        assert "direction.multiple_choice.accuracy" in result.metrics  # evaluation ran without the server
+        out = capsys.readouterr().out
+        waiting = tmp_path / "home" / "unsent_runs" / result.run.run_id
+        assert f"was lost during the run" in out and str(waiting) in out and "stzoo sync" in out
+        assert (tmp_path / "home" / "unsent_metrics" / f"{result.run.run_id}.jsonl").is_file()
+
+        local.start_mlflow(servers, port=port)
+        assert cli_main(["sync"]) == 0
+        client = MlflowClient(servers.mlflow_url)
+        run = client.get_run(result.run.run_id)
+        assert run.info.status == "FINISHED"
+        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "loss")) == [1, 2, 3]
+        assert run.data.metrics["direction.multiple_choice.accuracy"] == result.metrics["direction.multiple_choice.accuracy"]
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"model", "eval", "plots", "recipe.yaml"} <= artifacts
+        assert not waiting.exists() and cli_main(["sync"]) == 0 and "nothing waits" in capsys.readouterr().out
+    finally:
+        local.stop_mlflow(servers)

@@ -11,6 +11,7 @@
     stzoo generate MODEL --video V --prompt P       stream a model's answer about a video
     stzoo data probe VIDEO [--reader decord|pyav]
     stzoo data synth --out DIR [--seed S] [--videos N]
+    stzoo sync [RUN_ID ...]                         send what runs kept while MLflow was away
 
 Each module has ``add_parser(subcommands)``; only the module of the command given is imported,
 so ``stzoo components`` does not pay for MLflow and Ray. Errors a user can fix (a bad recipe, a
@@ -27,7 +28,7 @@ import sys
 
 from components.errors import UserError
 
-COMMANDS = ("components", "resolve", "build", "train", "eval", "sweep", "compare", "attention", "generate", "data")
+COMMANDS = ("components", "resolve", "build", "train", "eval", "sweep", "compare", "attention", "generate", "data", "sync")
 USER_ERRORS = (UserError, FileNotFoundError)
 
 

@@ -25,7 +25,7 @@ from zoo.data.dataset import ensure_synthetic_suite
 from zoo.evaluation.benchmark import evaluate_benchmarks
 from zoo.model.video_llm import VideoLLM
 import zoo.runs.tracking as tracking
-from zoo.runs.plots import plot_run_history
+from zoo.runs.outbox import RunOutbox, send_pending
 from zoo.training.stages import Stage, plan_stages, write_handoff
 
 @dataclass
@@ -68,19 +68,22 @@ def run_recipe(recipe: Recipe, launcher: Launcher, name: str | None = None, pare
     ensure_synthetic_suite(recipe)
     run = tracking.start_or_resume(recipe, name, parent_run_id=parent_run_id, extra_tags=extra_tags, resume=resume)
     print(f"[{name or recipe.name}] MLflow run {run.run_id} ({'continued' if run.resumed else 'new'}) at {run.uri}", flush=True)
+    if run.resumed and send_pending(run.run_id):
+        print(f"[{name or recipe.name}] sent what an earlier attempt kept while MLflow was away", flush=True)
+    outbox = RunOutbox(run)  # from here on, a lost tracking server costs nothing but a later `stzoo sync`
     try:
-        result = RecipeRun(run, train_stages(recipe, launcher, run))
-        tracking.log_directory(run.uri, run.run_id, result.model_dir, "model")
-        result.metrics = evaluate_into_run(result.model_dir, run, recipe.plugins) if recipe.data.eval else {}
-        log_loss_plot(run)
+        result = RecipeRun(run, train_stages(recipe, launcher, run, outbox))
+        outbox.log_directory(result.model_dir, "model")
+        result.metrics = evaluate_into_run(result.model_dir, outbox, recipe.plugins) if recipe.data.eval else {}
+        outbox.log_loss_plot()
     except BaseException:
-        tracking.finish(run.uri, run.run_id, "FAILED")
+        outbox.finish("FAILED")
         raise
-    tracking.finish(run.uri, run.run_id)
+    outbox.finish()
     return result
 
 
-def train_stages(recipe: Recipe, launcher: Launcher, run: tracking.TrackedRun) -> list[StageResult]:
+def train_stages(recipe: Recipe, launcher: Launcher, run: tracking.TrackedRun, outbox: RunOutbox) -> list[StageResult]:
     """Every stage in order, each from the previous stage's weights (LoRA merged); steps run on across stages."""
     stages = plan_stages(recipe)
     results: list[StageResult] = []
@@ -93,32 +96,32 @@ def train_stages(recipe: Recipe, launcher: Launcher, run: tracking.TrackedRun) -
             handoff = write_handoff(previous, results[-1].handoff_dir)
     if recipe.train.stages:
         boundaries = [{"stage": r.name, "first_step": r.first_step + 1, "last_step": r.last_step} for r in results]
-        tracking.client(run.uri).log_text(run.run_id, json.dumps(boundaries, indent=2), "stages.json")
+        outbox.log_text(json.dumps(boundaries, indent=2), "stages.json")
     return results
 
 
-def evaluate_into_run(model_dir: Path, run: tracking.TrackedRun, plugins: list[str]) -> dict[str, float]:
+def evaluate_into_run(model_dir: Path, outbox: RunOutbox, plugins: list[str]) -> dict[str, float]:
     """The final model on its recipe's benchmarks (data.eval and eval as its last stage set them):
-    metrics and result files into the run."""
+    metrics and result files into the run (or its outbox, while the server is away)."""
     model = VideoLLM.from_pretrained(model_dir, device="cuda" if torch.cuda.is_available() else "cpu", plugins=plugins)
-    return log_benchmarks(model, run.uri, run.run_id)
+    with tempfile.TemporaryDirectory() as out:
+        flat = flat_metrics(evaluate_benchmarks(model, Path(out)))
+        outbox.log_metrics(flat)
+        outbox.log_directory(Path(out), "eval", copy_if_kept=True)
+    return flat
+
+
+def flat_metrics(results: dict[str, dict[str, float]]) -> dict[str, float]:
+    """``<benchmark>.<task>.<column>``, as runs log them."""
+    return {f"{benchmark}.{key}": value for benchmark, values in results.items() for key, value in values.items()}
 
 
 def log_benchmarks(model: VideoLLM, uri: str, run_id: str | None, benchmarks: dict[str, str] | None = None) -> dict[str, float]:
     """Evaluate ``model`` on ``benchmarks`` (default: its recipe's data.eval); with a run, the
     ``<benchmark>.<task>.<column>`` metrics and the eval/<benchmark>/ files go into it."""
-    flat: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as out:
-        for benchmark, values in evaluate_benchmarks(model, Path(out), benchmarks).items():
-            flat.update({f"{benchmark}.{key}": value for key, value in values.items()})
+        flat = flat_metrics(evaluate_benchmarks(model, Path(out), benchmarks))
         if run_id is not None:
             tracking.log_metrics_once(uri, run_id, flat)
             tracking.log_directory(uri, run_id, Path(out), "eval")
     return flat
-
-
-def log_loss_plot(run: tracking.TrackedRun) -> None:
-    with tempfile.TemporaryDirectory() as plots:
-        path = plot_run_history(run.uri, run.run_id, Path(plots) / "training_loss.png")
-        if path is not None:
-            tracking.client(run.uri).log_artifact(run.run_id, str(path), "plots")

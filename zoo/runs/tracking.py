@@ -75,6 +75,15 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
                         "that runs (unset, runs are tracked in a local database under STZOO_HOME)")
 
 
+def brief_retries() -> None:
+    """MLflow retries a failed request 7 times with doubling waits (over 4 minutes a call) and waits 120 s
+    for an answer; a run must not stall that long on a lost server, so this process tries briefly
+    (the user's own MLFLOW_HTTP_REQUEST_* settings win)."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+
+
 def client(uri: str):
     return MlflowClient(tracking_uri=uri)
 
@@ -126,6 +135,7 @@ def start_or_resume(recipe: Recipe, name: str | None = None, parent_run_id: str 
     false: a run trained from scratch gets a run of its own), else a new one."""
     uri = tracking_uri(recipe)
     check_reachable(uri)
+    brief_retries()
     mlflow_client = client(uri)
     name = name or default_run_name(recipe)
     experiment_id = ensure_experiment(mlflow_client, experiment_name(recipe), uri)
@@ -149,15 +159,16 @@ def start_or_resume(recipe: Recipe, name: str | None = None, parent_run_id: str 
 class MLflowMetrics:
     """Metrics to an MLflow run, buffered while the server cannot be reached.
 
-    Training never waits on tracking: a failed send keeps the values and the next call
-    tries again; ``close`` sends what is left, and what still cannot be sent is written to
-    a JSON-lines file whose path the warning names.
+    Training never waits on tracking: a failed send keeps the values, and while the server
+    does not answer a send is tried again at most every ``retry_every`` seconds; ``close``
+    sends what is left, and what still cannot be sent is written to a JSON-lines file whose
+    path the warning names (``stzoo sync`` sends it later).
     """
 
-    def __init__(self, uri: str, run_id: str, unsent_file: Path, max_buffer: int = 200_000):
-        # One quick attempt per call: the buffer, not HTTP retries, bridges an outage.
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    def __init__(self, uri: str, run_id: str, unsent_file: Path, max_buffer: int = 200_000, retry_every: float = 30.0):
+        brief_retries()  # the buffer, not HTTP retries, bridges an outage
+        self.retry_every = retry_every
+        self.last_failure = 0.0
         self.client = client(uri)
         self.uri, self.run_id = uri, run_id
         self.unsent_file = Path(unsent_file)
@@ -174,7 +185,8 @@ class MLflowMetrics:
         if len(self.pending) > self.max_buffer:
             self.dropped += len(self.pending) - self.max_buffer
             self.pending = self.pending[-self.max_buffer:]
-        self.flush()
+        if time.time() - self.last_failure >= self.retry_every:
+            self.flush()
 
     def flush(self) -> bool:
         while self.pending:
@@ -182,6 +194,7 @@ class MLflowMetrics:
             try:
                 self.client.log_batch(self.run_id, metrics=chunk)
             except Exception as error:  # any transport failure: keep the values, training goes on
+                self.last_failure = time.time()
                 if self.failing_since is None:
                     self.failing_since = time.time()
                     logger.warning("MLflow at %s is not answering (%s); metrics are kept and sent when it is back",
@@ -200,7 +213,7 @@ class MLflowMetrics:
         with open(self.unsent_file, "a") as handle:
             for metric in self.pending:
                 handle.write(json.dumps({"key": metric.key, "value": metric.value, "step": metric.step,
-                                         "timestamp": metric.timestamp}) + "\n")
+                                         "timestamp": metric.timestamp, "uri": self.uri}) + "\n")
         logger.warning("%d metric values could not reach MLflow at %s and were saved to %s%s", len(self.pending),
                        self.uri, self.unsent_file, f"; {self.dropped} older ones were dropped" if self.dropped else "")
 
@@ -214,6 +227,13 @@ def log_metrics_once(uri: str, run_id: str, metrics: dict[str, float]) -> None:
     """Values measured once per run (benchmark columns), in as few requests as MLflow allows."""
     stamp = int(time.time() * 1000)
     batch = [Metric(key, float(value), stamp, 0) for key, value in metrics.items()]
+    for start in range(0, len(batch), 1000):
+        client(uri).log_batch(run_id, metrics=batch[start : start + 1000])
+
+
+def log_metric_records(uri: str, run_id: str, records: list[dict]) -> None:
+    """Metrics kept as JSON lines (key, value, step, timestamp) while the server was away."""
+    batch = [Metric(r["key"], float(r["value"]), int(r["timestamp"]), int(r["step"])) for r in records]
     for start in range(0, len(batch), 1000):
         client(uri).log_batch(run_id, metrics=batch[start : start + 1000])
 
