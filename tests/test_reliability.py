@@ -378,3 +378,61 @@ def test_a_tracking_server_lost_mid_run_costs_nothing_and_sync_closes_the_run(di
         assert not waiting.exists() and cli_main(["sync"]) == 0 and "nothing waits" in capsys.readouterr().out
     finally:
         local.stop_mlflow(servers)
+
+
+def damaged_videos(tmp_path: Path) -> dict[str, Path]:
+    """A 60-frame mp4 with 400 bytes of its stream overwritten mid-way, and a faststart (index first) mp4 cut at
+    45%: the two files on which `data probe` (decord) and the PyAV reader used to disagree (60 frames vs 18)."""
+    import av
+
+    good = write_video(tmp_path / "good.mp4", moving_square_frames("right", frames=60, size=64, seed=1), fps=10)
+    data = bytearray(good.read_bytes())
+    start, index = data.find(b"mdat"), data.find(b"moov")
+    assert start < index  # the writer puts the index last
+    middle = start + (index - start) // 2
+    data[middle : middle + 400] = np.random.default_rng(0).integers(0, 256, 400, dtype=np.uint8).tobytes()
+    (tmp_path / "corrupt.mp4").write_bytes(bytes(data))
+    with av.open(str(good)) as source, av.open(str(tmp_path / "fast.mp4"), "w", options={"movflags": "faststart"}) as out:
+        stream = out.add_stream_from_template(source.streams.video[0])
+        for packet in source.demux(source.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+    fast = (tmp_path / "fast.mp4").read_bytes()
+    assert fast.find(b"moov") < fast.find(b"mdat")  # the index first, as streaming sites write mp4
+    (tmp_path / "cut.mp4").write_bytes(fast[: int(len(fast) * 0.45)])
+    return {"good": good, "corrupt": tmp_path / "corrupt.mp4", "cut": tmp_path / "cut.mp4",
+            "audio": write_audio_only(tmp_path / "audio.m4a")}
+
+
+@pytest.mark.parametrize("backend", ["decord", "pyav"])
+def test_one_reader_truth_on_damaged_streams(tmp_path, backend):
+    """Issue 20, item 9: a damaged stream is refused the same way by both readers, in `data probe` and in
+    training's read; the probe's frame count is training's; no native decoder lines; exit status 2."""
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+    from zoo.data.sampling import uniform_indices
+
+    videos = damaged_videos(tmp_path)
+    reader = open_reader(backend)
+
+    def probe(path):
+        return subprocess.run([sys.executable, "-m", "zoo.cli", "data", "probe", str(path), "--reader", backend],
+                              capture_output=True, text=True, cwd=REPO, timeout=120)
+
+    good = probe(videos["good"])
+    assert good.returncode == 0 and json.loads(good.stdout)["frames"] == 60
+    _, info = reader.read_sampled(videos["good"], lambda info: uniform_indices(info.frames, 8))
+    assert info.frames == 60
+    for name in ("corrupt", "cut"):
+        result = probe(videos[name])
+        assert result.returncode == 2, result.stdout
+        assert result.stderr.startswith(f"error: video {videos[name]}: the stream is damaged or truncated")
+        assert result.stderr.count("\n") == 1 and "@ 0x" not in result.stderr  # one line: no FFmpeg chatter
+        assert result.stderr.rstrip().endswith("or set data.skip_bad_videos: true to skip such files")
+        with pytest.raises(VideoError, match="the stream is damaged or truncated"):  # training refuses it too
+            reader.read_sampled(videos[name], lambda info: uniform_indices(info.frames, 8))
+    audio = probe(videos["audio"])
+    assert audio.returncode == 2 and audio.stderr == f"error: video {videos['audio']}: the file has no video stream (audio only?)\n"

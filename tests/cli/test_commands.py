@@ -85,6 +85,7 @@ def test_eval_keeps_the_answers_before_a_bad_video(trained, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "entry 8 (id q8)" in err and f"the 8 answers before it are in {tmp_path / 'stopped' / 'predictions.jsonl'}" in err
     assert "--skip-bad-videos" in err and "Traceback" not in err
+    assert "\nerror: " in err  # on a line of its own, not glued to the progress bar (issue 20, item 9)
     lines = [json.loads(line) for line in (tmp_path / "stopped" / "predictions.jsonl").read_text().splitlines()]
     assert [line["id"] for line in lines] == [f"q{i}" for i in range(8)] and all(line["prediction"] is not None for line in lines)
 

@@ -70,7 +70,7 @@ def test_bad_files_give_one_sentence_naming_the_file(tmp_path, backend):
     empty.write_bytes(b"")
     text = tmp_path / "notes.mp4"
     text.write_text("this is not a video\n" * 20)
-    for path, words in ((missing, "file not found"), (empty, "empty (0 bytes)"), (text, "could not open it as a video")):
+    for path, words in ((missing, "file not found"), (empty, "empty (0 bytes)"), (text, "not a video file FFmpeg can read")):
         with pytest.raises(VideoError) as error:
             reader.info(path)
         assert str(path) in str(error.value) and words in str(error.value)
@@ -85,4 +85,4 @@ def test_data_probe_prints_what_the_reader_sees_or_the_error(video, tmp_path):
     assert json.loads(result.stdout)["frames"] == 12
     bad = subprocess.run([sys.executable, "-m", "zoo.cli", "data", "probe", str(tmp_path / "nope.mp4")],
                          capture_output=True, text=True, cwd=REPO, timeout=120)
-    assert bad.returncode != 0 and "file not found" in bad.stderr
+    assert bad.returncode == 2 and "file not found" in bad.stderr  # status 2, as documented

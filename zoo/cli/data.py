@@ -37,11 +37,12 @@ def add_parser(subcommands) -> None:
 
 
 def probe(args) -> int:
+    """Decodes every frame, so a damaged stream fails here as it would in training (exit status 2)."""
     try:
-        info = open_reader(args.reader).info(args.video)
+        info = open_reader(args.reader).probe(args.video)
     except VideoError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 1
+        return 2
     print(json.dumps(info.as_dict(), indent=2))
     return 0
 

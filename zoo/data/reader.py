@@ -7,6 +7,7 @@ failure is a VideoError whose message names the file and what is wrong with it.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -64,6 +65,11 @@ class VideoReader:
     def read(self, path, indices: list[int]) -> np.ndarray:
         return self.read_sampled(path, lambda info: indices)[0]
 
+    def probe(self, path) -> VideoInfo:
+        """The video as training sees it, after decoding every frame: a damaged stream is refused here
+        with the sentence training would give, instead of passing a probe that reads frame 0 only."""
+        raise NotImplementedError
+
 
 class DecordReader(VideoReader):
     name = "decord"
@@ -71,10 +77,13 @@ class DecordReader(VideoReader):
     def _open(self, path: Path):
         import decord
 
+        # decord's bundled FFmpeg prints its complaints ("[h264 @ 0x...] Invalid NAL unit size") straight to
+        # stderr, ahead of the sentence below that says the same in words.
+        decord.logging.set_level(decord.logging.QUIET)
         try:
             return decord.VideoReader(str(path), num_threads=1)
         except Exception as error:  # decord raises DECORDError / RuntimeError for anything it cannot open
-            raise VideoError(f"video {path}: decord could not open it as a video ({_first_line(error)})") from None
+            raise VideoError(why_unopenable(path, "decord", error)) from None
 
     def read_sampled(self, path, choose: Callable[[VideoInfo], list[int]]) -> tuple[np.ndarray, VideoInfo]:
         """Open once, choose frame indices from what the file holds, decode only those."""
@@ -91,8 +100,20 @@ class DecordReader(VideoReader):
         try:
             frames = reader.get_batch(indices).asnumpy()
         except Exception as error:
-            raise VideoError(f"video {path}: decoding failed ({_first_line(error)}); the file may be truncated") from None
+            raise VideoError(damaged(path, f"decord could not decode the frames asked for ({native_reason(error)})",
+                                     total)) from None
         return frames, replace(counted, width=int(frames.shape[2]), height=int(frames.shape[1]))
+
+    def probe(self, path) -> VideoInfo:
+        info = self.info(path)
+        reader = self._open(Path(path))
+        for start in range(0, info.frames, 32):  # in chunks: a long video's frames need not fit in memory at once
+            try:
+                reader.get_batch(list(range(start, min(start + 32, info.frames))))
+            except Exception as error:
+                raise VideoError(damaged(path, f"decoding failed within frames {start}-{min(start + 32, info.frames) - 1} "
+                                         f"({native_reason(error)})", info.frames)) from None
+        return info
 
 
 class PyAVReader(VideoReader):
@@ -104,44 +125,52 @@ class PyAVReader(VideoReader):
         try:
             container = av.open(str(path))
         except Exception as error:  # av.error.InvalidDataError and friends
-            raise VideoError(f"video {path}: PyAV could not open it as a video ({_first_line(error)})") from None
+            raise VideoError(why_unopenable(path, "PyAV", error)) from None
         if not container.streams.video:
             container.close()
             raise VideoError(f"video {path}: the file has no video stream (audio only?)")
         return container
 
-    def _decode_all(self, path: Path) -> list[np.ndarray]:
-        container = self._open(path)
-        frames = []
-        try:
-            stream = container.streams.video[0]
-            for frame in container.decode(stream):
-                frames.append(frame.to_ndarray(format="rgb24"))
-        except Exception as error:
-            if not frames:
-                raise VideoError(f"video {path}: decoding failed before the first frame ({_first_line(error)})") from None
-            # A truncated file: keep what decoded, as decord does with its index.
-        finally:
-            container.close()
-        return frames
-
     def read_sampled(self, path, choose: Callable[[VideoInfo], list[int]]) -> tuple[np.ndarray, VideoInfo]:
-        """Decode the whole stream once (container frame counts are unreliable), then pick frames."""
+        """Decode the stream once, keeping only the chosen frames. Where the container declares a frame
+        count (mp4, mkv) the choice is made from it and the decoded count must reach it: a stream that
+        breaks off or ends early is refused, as decord refuses it, never trained on as a shorter video.
+        Elsewhere every frame is kept, then chosen from."""
         path = check_file(path)
         container = self._open(path)
+        stream = container.streams.video[0]
+        fps, declared = float(stream.average_rate or stream.guessed_rate or 0), int(stream.frames or 0)
+        indices = list(choose(VideoInfo(str(path), self.name, declared, fps, 0, 0))) if declared else None
+        if indices is not None:
+            _check_indices(path, indices, declared)
+        wanted = set(indices) if indices is not None else None
+        kept: dict[int, np.ndarray] = {}
+        count, size = 0, (0, 0)
         try:
-            stream = container.streams.video[0]
-            fps = float(stream.average_rate or stream.guessed_rate or 0)
+            for frame in container.decode(stream):
+                size = (frame.height, frame.width)
+                if wanted is None or count in wanted:
+                    kept[count] = frame.to_ndarray(format="rgb24")
+                count += 1
+        except Exception as error:
+            raise VideoError(damaged(path, f"decoding stopped after {count} frames ({native_reason(error)})",
+                                     declared)) from None
         finally:
             container.close()
-        frames = self._decode_all(path)
-        if not frames:
+        if count == 0:
             raise VideoError(f"video {path}: no decodable frame")
-        height, width = frames[0].shape[:2]
-        info = VideoInfo(str(path), self.name, len(frames), fps, int(width), int(height))
-        indices = list(choose(info))
-        _check_indices(path, indices, len(frames))
-        return np.stack([frames[i] for i in indices]), info
+        if count < declared:
+            raise VideoError(damaged(path, f"the stream ends after {count} frames", declared))
+        info = VideoInfo(str(path), self.name, declared or count, fps, 0, 0)
+        if indices is None:
+            indices = list(choose(info))
+            _check_indices(path, indices, count)
+        info = replace(info, width=int(size[1]), height=int(size[0]))
+        frames = np.stack([kept[i] for i in indices]) if indices else np.empty((0, *size, 3), np.uint8)
+        return frames, info
+
+    def probe(self, path) -> VideoInfo:
+        return self.read_sampled(path, lambda info: [])[1]  # decodes every frame either way
 
 
 def _check_indices(path, indices, total: int) -> None:
@@ -152,9 +181,33 @@ def _check_indices(path, indices, total: int) -> None:
         raise VideoError(f"video {path}: frame {bad[0]} requested but the video has {total} frames")
 
 
-def _first_line(error: Exception) -> str:
-    text = str(error).strip().splitlines()
-    return (text[0] if text else type(error).__name__)[:200]
+def native_reason(error: Exception) -> str:
+    """A decoder's error without the source locations decord puts before it
+    (``[11:05:33] /github/workspace/src/video/video_reader.cc:486: Error: ...``)."""
+    lines = str(error).strip().splitlines()
+    text = lines[0] if lines else type(error).__name__
+    text = re.sub(r"\[\d\d:\d\d:\d\d\] \S+\.(?:cc|h|cpp):\d+: ", "", text).strip()
+    return text.rstrip(":;,. ") or type(error).__name__
+
+
+def damaged(path, what: str, declared: int) -> str:
+    of = f" of the {declared} it declares" if declared else ""
+    return (f"video {path}: the stream is damaged or truncated: {what}{of}; replace or re-encode the file, "
+            "or set data.skip_bad_videos: true to skip such files")
+
+
+def why_unopenable(path: Path, backend: str, error: Exception) -> str:
+    """Why ``backend`` could not open ``path``, in words: PyAV, which reads any container FFmpeg knows,
+    tells an audio-only file and a damaged one apart from a file that is no video at all."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                return f"video {path}: the file has no video stream (audio only?)"
+    except Exception:  # FFmpeg cannot read it either
+        return f"video {path}: not a video file FFmpeg can read ({native_reason(error)})"
+    return damaged(path, f"{backend} could not open it ({native_reason(error)})", 0)
 
 
 def open_reader(backend: str = "decord"):

@@ -58,18 +58,20 @@ def generate_answers(model, dataset, stream: AnswerStream, batch_size: int = 1, 
     predictions: dict[str, str | None] = {}
     skipped: list[SkippedSample] = []
     bar = tqdm(total=len(dataset), desc=f"eval {Path(dataset.source).name}", unit="sample") if progress else None
-    for batch in batches_of(loader):
-        batch_skipped = batch if isinstance(batch, list) else batch.skipped  # a list: every video of it unreadable
-        skipped += batch_skipped
-        if not isinstance(batch, list):
-            generation = model.generate(batch.to(model.device), max_new_tokens=max_new_tokens)
-            for info, text in zip(batch.info, generation.texts):
-                predictions[info["id"]] = text
-                stream.add(info["id"], text)
+    try:
+        for batch in batches_of(loader):
+            batch_skipped = batch if isinstance(batch, list) else batch.skipped  # a list: every video of it unreadable
+            skipped += batch_skipped
+            if not isinstance(batch, list):
+                generation = model.generate(batch.to(model.device), max_new_tokens=max_new_tokens)
+                for info, text in zip(batch.info, generation.texts):
+                    predictions[info["id"]] = text
+                    stream.add(info["id"], text)
+            if bar is not None:
+                bar.update(len(batch_skipped) + (0 if isinstance(batch, list) else batch.size))
+    finally:  # closed on an error too, so the bar ends its line before the error's sentence is printed
         if bar is not None:
-            bar.update(len(batch_skipped) + (0 if isinstance(batch, list) else batch.size))
-    if bar is not None:
-        bar.close()
+            bar.close()
     return predictions, skipped
 
 
