@@ -83,6 +83,13 @@ def test_a_killed_deepspeed_run_resumes_to_the_uninterrupted_result(task, stage)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert losses(output) == losses(root / f"whole{stage}")  # every step once, each loss bit-identical
     assert len(losses(output)) == STEPS
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name(f"tiny_zero{stage}").experiment_id])
+    for run in runs:  # the resumed run continued the killed one's MLflow run; the replayed steps appear once
+        steps = [point.step for point in client.get_metric_history(run.info.run_id, "loss")]
+        assert sorted(steps) == list(range(1, STEPS + 1)), run.info.run_name
 
 
 def test_a_deepspeed_state_holding_code_is_refused_without_running_it(task, tmp_path):

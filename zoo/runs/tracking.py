@@ -176,8 +176,20 @@ class MLflowMetrics:
         self.pending: list = []
         self.dropped = 0
         self.failing_since: float | None = None
+        self.logged_through = self.last_logged_step()
+
+    def last_logged_step(self) -> int:
+        """The last step this run already holds a loss for: a resumed run trains the steps after its checkpoint
+        again, and those an earlier attempt logged must not appear twice in the run's charts."""
+        try:
+            history = self.client.get_metric_history(self.run_id, "loss")
+        except Exception:  # the server is away: nothing is known, nothing is skipped
+            return 0
+        return max((point.step for point in history), default=0)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        if step <= self.logged_through:
+            return
         stamp = int(time.time() * 1000)
         for key, value in metrics.items():
             if isinstance(value, (int, float)):
