@@ -11,6 +11,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from components.config import RecipeError
+from components.errors import error_reason
 
 BYTE_SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
 
@@ -42,7 +43,7 @@ def load_tokenizer(spec: str | None, pretrained: str | None, owner: str, subfold
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as error:
         raise RecipeError(
-            f"{owner}: could not load the tokenizer from {source!r} ({type(error).__name__}: {str(error).splitlines()[0][:160]}); "
+            f"{owner}: could not load the tokenizer from {source!r} ({type(error).__name__}: {error_reason(error, 160)}); "
             "point tokenizer: at a local directory or use tokenizer: byte for tiny recipes"
         ) from None
     if tokenizer.pad_token is None:

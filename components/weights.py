@@ -18,6 +18,7 @@ from huggingface_hub import snapshot_download
 from safetensors.torch import load_file
 
 from components.config import RecipeError
+from components.errors import error_reason
 
 
 class CheckpointError(RecipeError):
@@ -28,7 +29,7 @@ def unreachable_message(kind_name: str, pretrained: str, error: Exception) -> st
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
     where = "is not a local directory" + (" and HF_HUB_OFFLINE=1 keeps the hub out" if offline else " and the hub did not serve it")
     return (
-        f"{kind_name}: could not load {pretrained!r}: it {where} ({type(error).__name__}: {str(error).splitlines()[0][:160]}). "
+        f"{kind_name}: could not load {pretrained!r}: it {where} ({type(error).__name__}: {error_reason(error, 160)}). "
         "Download it where the hub is reachable (hf download ID --local-dir DIR) and set pretrained: to DIR, "
         "or give config: to build without weights"
     )
@@ -97,7 +98,7 @@ def read_state_dict(path: Path, owner: str) -> dict[str, torch.Tensor]:
         loaded = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
         raise CheckpointError(
-            f"{owner}: {path} could not be read as weights ({type(error).__name__}: {str(error).splitlines()[0][:160]}); "
+            f"{owner}: {path} could not be read as weights ({type(error).__name__}: {error_reason(error, 160)}); "
             "it is corrupt, or it holds objects other than tensors (only weights are ever loaded)"
         ) from None
     if isinstance(loaded, dict) and "model" in loaded and isinstance(loaded["model"], dict):

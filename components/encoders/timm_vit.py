@@ -11,6 +11,7 @@ from components.base import BuildContext, VisionEncoder
 from components.registry import register
 from components.token_metadata import FrameFeatures
 from components.config import RecipeError, bounded_at_build
+from components.errors import error_reason
 
 
 @register("encoder", "timm", "any timm ViT by model name (EVA, DINOv2, SigLIP variants): patch tokens, first prefix token as CLS")
@@ -33,7 +34,7 @@ class TimmEncoder(VisionEncoder):
         try:
             self.model = timm.create_model(cfg.model_name, pretrained=load_hub, num_classes=0, **kwargs)
         except RuntimeError as error:
-            raise RecipeError(f"encoder 'timm': could not create {cfg.model_name!r} ({str(error).splitlines()[0][:200]})") from None
+            raise RecipeError(f"encoder 'timm': could not create {cfg.model_name!r} ({error_reason(error)})") from None
         except Exception as error:  # unknown names, bad kwargs, unreachable hub
             raise RecipeError(f"encoder 'timm': {cfg.model_name!r} with {kwargs or 'no options'} failed: {type(error).__name__}: {error}") from None
         if not hasattr(self.model, "patch_embed") or not hasattr(self.model, "blocks"):

@@ -10,6 +10,7 @@ from torch import nn
 from components.base import BuildContext, Projector
 from components.registry import register
 from components.weights import CheckpointError, ForeignKeys, load_prefixed_state_dict
+from components.errors import error_reason
 
 
 @register("projector", "linear", "one Linear layer: vision dim -> LLM hidden size (ST-LLM, BLIP-2)")
@@ -32,7 +33,7 @@ class LinearProjector(Projector):
                 self.proj.load_state_dict(state)
             except RuntimeError as error:
                 raise CheckpointError(f"projector 'linear': {cfg.pretrained!r} does not fit a {ctx.encoder_dim} -> "
-                                      f"{ctx.llm_hidden_size} projection ({str(error).splitlines()[0][:160]})") from None
+                                      f"{ctx.llm_hidden_size} projection ({error_reason(error, 160)})") from None
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(x.to(self.proj.weight.dtype))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from zoo.runs.outbox import runs_waiting, send_pending
+from components.errors import error_reason
 
 
 def add_parser(subcommands) -> None:
@@ -24,7 +25,7 @@ def run(args) -> int:
             sent = send_pending(run_id)
         except Exception as error:  # the server is still away, or refuses a write: keep the rest for later
             failed += 1
-            print(f"error: run {run_id}: not sent ({type(error).__name__}: {' '.join(str(error).split())[:200]}); "
+            print(f"error: run {run_id}: not sent ({type(error).__name__}: {error_reason(error)}); "
                   "what remains is kept, run stzoo sync again once the server answers", file=sys.stderr)
             continue
         print(f"run {run_id}: {sent} metric values and writes sent")

@@ -26,6 +26,7 @@ from safetensors.torch import load_model, save_file
 from components.config import RecipeError, Sources
 from components.weights import CheckpointError
 from zoo.config.recipe import Recipe, apply_overrides, recipe_from_dict
+from components.errors import error_reason
 
 logger = logging.getLogger("stzoo.checkpoint")
 
@@ -164,7 +165,7 @@ def load_weights(model, directory, device=None) -> None:
     except (SafetensorError, OSError) as error:
         raise CheckpointError(f"{directory / WEIGHTS}: unreadable ({error}); the file is corrupt or truncated") from None
     except RuntimeError as error:  # shape mismatches
-        raise CheckpointError(f"{directory / WEIGHTS} does not match the model its recipe describes: {str(error).splitlines()[0][:300]}") from None
+        raise CheckpointError(f"{directory / WEIGHTS} does not match the model its recipe describes: {error_reason(error, 300)}") from None
     if missing or unexpected:
         raise CheckpointError(
             f"{directory / WEIGHTS} does not match the model its recipe describes: "

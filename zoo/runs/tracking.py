@@ -24,7 +24,7 @@ from mlflow.tracking import MlflowClient
 
 from zoo.config.recipe import Recipe
 from zoo.model.video_llm import VideoLLM
-from components.errors import UserError
+from components.errors import UserError, error_reason
 
 logger = logging.getLogger("stzoo.tracking")
 
@@ -303,6 +303,6 @@ def download_model_artifact(reference: str) -> Path:
     except Exception as error:
         raise FileNotFoundError(
             f"{reference!r} is neither a checkpoint directory nor an MLflow run with a 'model' artifact at {uri} "
-            f"({type(error).__name__}: {str(error).splitlines()[0][:160]})"
+            f"({type(error).__name__}: {error_reason(error, 160)})"
         ) from None
     return Path(local)

@@ -23,6 +23,7 @@ import torch
 from components.config import RecipeError
 from components.weights import CheckpointError
 from torch.nn.parallel import DistributedDataParallel
+from components.errors import error_reason
 
 
 class PlainEngine:
@@ -186,7 +187,7 @@ def read_deepspeed_file(path: str, map_location=None):
     except Exception as error:  # UnpicklingError for foreign objects, RuntimeError/EOFError for damaged files
         text = " ".join(str(error).split())
         detail = "it holds objects other than DeepSpeed's states" if "weights_only" in text or "Unsupported" in text \
-            else f"{type(error).__name__}: {text[:120]}"
+            else f"{type(error).__name__}: {error_reason(error, 120)}"
         raise CheckpointError(f"{path}: unreadable as a DeepSpeed state ({detail}); it is damaged or was not written "
                               "by STZoo's DeepSpeed strategy: resume from an earlier checkpoint") from None
 

@@ -28,7 +28,7 @@ from zoo.training.strategies import DDPEngine, DeepSpeedEngine, PlainEngine, fil
 from zoo.model.video_llm import VideoLLM, build_model
 from zoo.config.recipe import Recipe
 from components.config import RecipeError
-from components.errors import UserError
+from components.errors import UserError, error_reason
 from components.weights import CheckpointError
 from tqdm.auto import tqdm
 from safetensors import SafetensorError
@@ -410,7 +410,7 @@ def read_trainer_state(path: Path) -> dict:
     except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
         first = str(error).splitlines()[0] if str(error) else ""
         detail = "it holds objects other than tensors and numbers" if "weights_only" in str(error) or "Unsupported" in first \
-            else f"{type(error).__name__}: {first[:120]}"
+            else f"{type(error).__name__}: {error_reason(error, 120)}"
         raise CheckpointError(f"{path}: unreadable as a training state ({detail}); it is truncated or was not written by "
                               "STZoo: resume from an earlier checkpoint") from None
     if not isinstance(state, dict) or not {"engine", "step", "epoch", "rng"} <= set(state):
@@ -426,7 +426,7 @@ def load_checkpoint_weights(model, path: Path, device: torch.device) -> None:
         raise CheckpointError(f"{path}: unreadable ({error}); the file is corrupt or truncated: resume from an "
                               "earlier checkpoint") from None
     except RuntimeError as error:  # missing, unexpected or differently shaped weights
-        raise CheckpointError(f"{path} does not fit this recipe's model ({' '.join(str(error).split())[:240]}); "
+        raise CheckpointError(f"{path} does not fit this recipe's model ({error_reason(error, 240)}); "
                               "resume with the recipe that wrote it") from None
 
 
