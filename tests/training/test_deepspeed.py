@@ -92,14 +92,21 @@ def test_a_killed_deepspeed_run_resumes_to_the_uninterrupted_result(task, stage)
         assert sorted(steps) == list(range(1, STEPS + 1)), run.info.run_name
 
 
-def test_a_deepspeed_state_holding_code_is_refused_without_running_it(task, tmp_path):
+@pytest.fixture
+def zero2_checkpoint(task, tmp_path):
+    """A 2-step ZeRO-2 run by `stzoo train`: its recipe (short.yaml, and as a dict) and its checkpoint."""
     root, train_file = task
-    recipe = write_recipe(root, train_file, 2)
-    short = yaml.safe_load(recipe.read_text())
+    short = yaml.safe_load(write_recipe(root, train_file, 2).read_text())
     short["train"].update({"max_steps": 2, "save_every": 2})
-    recipe.with_name("short.yaml").write_text(yaml.safe_dump(short))
-    assert stzoo_train(root, str(recipe.with_name("short.yaml")), "--output", str(tmp_path / "run")).returncode == 0
-    checkpoint = tmp_path / "run" / "checkpoints" / "step-0000002"
+    recipe = tmp_path / "short.yaml"
+    recipe.write_text(yaml.safe_dump(short))
+    assert stzoo_train(root, str(recipe), "--output", str(tmp_path / "run")).returncode == 0
+    return recipe, short, tmp_path / "run" / "checkpoints" / "step-0000002"
+
+
+def test_a_deepspeed_state_holding_code_is_refused_without_running_it(task, zero2_checkpoint, tmp_path):
+    root, _ = task
+    recipe, _, checkpoint = zero2_checkpoint
     marker = tmp_path / "the pickle ran"
 
     class Payload:
@@ -108,20 +115,13 @@ def test_a_deepspeed_state_holding_code_is_refused_without_running_it(task, tmp_
 
     for shard in (checkpoint / "deepspeed" / "state").glob("*optim_states.pt"):
         shard.write_bytes(pickle.dumps({"optimizer_state_dict": Payload()}))
-    result = stzoo_train(root, str(recipe.with_name("short.yaml")), "--output", str(tmp_path / "run"),
-                         "--resume", str(checkpoint))
+    result = stzoo_train(root, str(recipe), "--output", str(tmp_path / "run"), "--resume", str(checkpoint))
     assert result.returncode == 2 and not marker.exists()
     assert "optim_states.pt: unreadable as a DeepSpeed state" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_a_deepspeed_checkpoint_resumed_under_another_strategy_is_one_sentence(task, tmp_path):
-    root, train_file = task
-    recipe = write_recipe(root, train_file, 2)
-    short = yaml.safe_load(recipe.read_text())
-    short["train"].update({"max_steps": 2, "save_every": 2})
-    recipe.with_name("short.yaml").write_text(yaml.safe_dump(short))
-    assert stzoo_train(root, str(recipe.with_name("short.yaml")), "--output", str(tmp_path / "run")).returncode == 0
+def test_a_deepspeed_checkpoint_resumed_under_another_strategy_is_one_sentence(zero2_checkpoint, tmp_path):
+    _, short, checkpoint = zero2_checkpoint
     short["scaling"] = {"strategy": "ddp", "deepspeed_config": None}
     with pytest.raises(CheckpointError, match="written as deepspeed-zero2 and this recipe trains as torch"):
-        Trainer(recipe_from_dict(short), output_dir=tmp_path / "plain", device="cpu").fit(
-            resume_from=tmp_path / "run" / "checkpoints" / "step-0000002")
+        Trainer(recipe_from_dict(short), output_dir=tmp_path / "plain", device="cpu").fit(resume_from=checkpoint)
