@@ -175,17 +175,17 @@ def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path,
     trainer = Trainer(recipe, output_dir=tmp_path / "run", device="cpu")
     import zoo.model.checkpoint as checkpoint
 
-    original = checkpoint.save_model
+    original = checkpoint.save_file
     calls = {"n": 0}
 
-    def filling_disk(model, path, *args, **kwargs):
+    def filling_disk(tensors, path, *args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 2:  # the second checkpoint: the disk fills up halfway
             Path(path).write_bytes(b"\0" * 1024)
             raise OSError(errno.ENOSPC, "No space left on device")
-        return original(model, path, *args, **kwargs)
+        return original(tensors, path, *args, **kwargs)
 
-    monkeypatch.setattr(checkpoint, "save_model", filling_disk)
+    monkeypatch.setattr(checkpoint, "save_file", filling_disk)
     with pytest.raises(TrainingError) as error:
         trainer.fit()
     message = str(error.value)

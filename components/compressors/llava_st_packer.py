@@ -1,10 +1,20 @@
 """LLaVA-ST's Spatial-Temporal Packer (Section 3.3, Eq. 6-8).
 
 Point-to-region attention: each query is a downsampled feature (the mean of its region, as
-the paper; ``query: interpolate`` for the official code's bilinear/linear resampling), the
+the paper reads; ``query: interpolate`` for the official code's bilinear/linear resampling), the
 keys and values are the full-resolution features of that region only, and the output is
-query + attention. Projections as the official code: q, k and v each LayerNorm + MLP
-(D -> A -> A, GELU), multi-head attention in A dims, output Linear(A -> D, no bias).
+query + attention. ``architecture`` says how the attention is built (the paper does not):
+
+    official_code (default)  as LLaVA-ST's code builds it, so released weights load: q, k and v each
+                             Linear(D -> A) -> GELU -> Linear(A -> A) -> LayerNorm(A), then torch's
+                             nn.MultiheadAttention(A, heads) with its own in/out projections, then
+                             Linear(A -> D, no bias). Parameter names follow the code's (to_q.0, to_q.2,
+                             ln_q, ..., attn.in_proj_weight, attn.out_proj, to_out), under spatial / fast /
+                             slow for its token_packer / token_packer_fast / token_packer_slow.
+    norm_first               this project's first reading: q, k and v each LayerNorm(D) -> Linear(D -> A)
+                             -> GELU -> Linear(A -> A), scaled dot-product attention over A split into
+                             heads (no in/out projections), Linear(A -> D, no bias).
+To reproduce a released checkpoint use ``architecture: official_code`` with ``query: interpolate``.
 
 Cascade for a video of T frames on an h x w grid:
     spatial packer  h x w -> k1 x k1 on every frame                      (27x27 -> 9x9)
@@ -29,6 +39,7 @@ from components.base import BuildContext, Compressor
 from components.registry import register
 from components.token_metadata import FrameFeatures, TokenKind, VisualTokens, grid_positions
 from components.config import RecipeError, bounded
+from components.weights import ForeignKeys
 
 
 class ProjectionMLP(nn.Sequential):
@@ -36,21 +47,30 @@ class ProjectionMLP(nn.Sequential):
         super().__init__(nn.LayerNorm(dim), nn.Linear(dim, width), nn.GELU(), nn.Linear(width, width))
 
 
+def init_linear_layers(module: nn.Module) -> None:
+    """Truncated normal (std 0.02) for every Linear, zero biases: the official code's initialisation."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear):
+            nn.init.trunc_normal_(layer.weight, std=0.02)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+
+
+def check_heads(width: int, heads: int) -> None:
+    if width % heads:
+        raise RecipeError(f"compressor 'llava_st_packer': attention_dim {width} is not divisible by heads {heads}")
+
+
 class PointToRegionAttention(nn.Module):
-    """queries (G, D) attend to their own regions (G, R, D); ``valid`` (G, R) marks real keys."""
+    """``architecture: norm_first``. queries (G, D) attend to their own regions (G, R, D); ``valid`` (G, R) marks real keys."""
 
     def __init__(self, dim: int, width: int, heads: int):
         super().__init__()
-        if width % heads:
-            raise RecipeError(f"compressor 'llava_st_packer': attention_dim {width} is not divisible by heads {heads}")
+        check_heads(width, heads)
         self.heads = heads
         self.q, self.k, self.v = ProjectionMLP(dim, width), ProjectionMLP(dim, width), ProjectionMLP(dim, width)
         self.out = nn.Linear(width, dim, bias=False)
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.trunc_normal_(module.weight, std=0.02)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+        init_linear_layers(self)
 
     def forward(self, queries: torch.Tensor, regions: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         groups, size, _ = regions.shape
@@ -60,6 +80,33 @@ class PointToRegionAttention(nn.Module):
         mask = None if valid is None else valid[:, None, None, :]
         attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return queries + self.out(attended.transpose(1, 2).reshape(groups, -1))
+
+
+def official_projection(dim: int, width: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(dim, width), nn.GELU(), nn.Linear(width, width))
+
+
+class OfficialRegionAttention(nn.Module):
+    """``architecture: official_code``: the same point-to-region attention built, and named, as LLaVA-ST's code."""
+
+    def __init__(self, dim: int, width: int, heads: int):
+        super().__init__()
+        check_heads(width, heads)
+        self.to_q, self.to_k, self.to_v = (official_projection(dim, width) for _ in range(3))
+        self.ln_q, self.ln_k, self.ln_v = nn.LayerNorm(width), nn.LayerNorm(width), nn.LayerNorm(width)
+        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.to_out = nn.Linear(width, dim, bias=False)
+        init_linear_layers(self)  # attn.in_proj_weight keeps torch's xavier init, as in the code
+
+    def forward(self, queries: torch.Tensor, regions: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        q = self.ln_q(self.to_q(queries.unsqueeze(1)))
+        k, v = self.ln_k(self.to_k(regions)), self.ln_v(self.to_v(regions))
+        padding = None if valid is None else ~valid  # True marks a key to ignore
+        attended, _ = self.attn(q, k, v, key_padding_mask=padding, need_weights=False)
+        return queries + self.to_out(attended[:, 0])
+
+
+ARCHITECTURES = {"official_code": OfficialRegionAttention, "norm_first": PointToRegionAttention}
 
 
 @register("compressor", "llava_st_packer", "LLaVA-ST STP: point-to-region spatial packer, fast (k2 x k2 per frame) + slow (sigma groups) streams")
@@ -73,6 +120,14 @@ class SpatialTemporalPacker(Compressor):
         heads: int = bounded(8, ge=1)
         attention: bool = True  # false: average pooling with the same layout (Table 7, w/o STP)
         query: Literal["average", "interpolate"] = "average"  # paper: region mean; official code: resampling
+        architecture: Literal["official_code", "norm_first"] = "official_code"  # how the attention is built (above)
+
+    # LLaVA-ST's release: its three packers' attention modules (the code spells "devide").
+    foreign_keys = {"llava": ForeignKeys(rules=(
+        (r"^model\.vision_resampler\.token_packer\.devide_attention\.", "spatial."),
+        (r"^model\.vision_resampler\.token_packer_fast\.devide_attention\.", "fast."),
+        (r"^model\.vision_resampler\.token_packer_slow\.devide_attention\.", "slow."),
+    ))}
 
     def __init__(self, cfg: Config, ctx: BuildContext):
         super().__init__()
@@ -84,10 +139,10 @@ class SpatialTemporalPacker(Compressor):
                               f"and k1 into k2={cfg.k2}; choose k1 dividing {h} and k2 dividing k1")
         self.cfg = cfg
         if cfg.attention:
-            dim = ctx.llm_hidden_size
-            self.spatial = PointToRegionAttention(dim, cfg.attention_dim, cfg.heads)
-            self.fast = PointToRegionAttention(dim, cfg.attention_dim, cfg.heads)
-            self.slow = PointToRegionAttention(dim, cfg.attention_dim, cfg.heads)
+            dim, attention = ctx.llm_hidden_size, ARCHITECTURES[cfg.architecture]
+            self.spatial = attention(dim, cfg.attention_dim, cfg.heads)
+            self.fast = attention(dim, cfg.attention_dim, cfg.heads)
+            self.slow = attention(dim, cfg.attention_dim, cfg.heads)
 
     @property
     def emitted_kinds(self):

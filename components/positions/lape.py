@@ -9,7 +9,15 @@
 - Visual positional embedding (Eq. 5): per axis the mean of a coordinate's input and output
   rows, linearly interpolated to the frame count (time) and to the feature grid (height,
   width), and added as T[t] + H[row] + W[col] to the projector output before the packer.
-  ``visual_embedding: false`` zeroes it (LLaVA-ST's stage 1).
+  ``visual_embedding: false`` zeroes it (LLaVA-ST's stage 1). The paper does not say how the
+  interpolation places its points; ``align_corners: false`` (default) is the official code's
+  (F.interpolate's default: output point i samples the table at (i + 0.5) * M / size - 0.5,
+  clamped), ``true`` pins the first and last outputs to the first and last rows (the largest
+  difference between the two on a 100 -> 27 resize is 1.35 rows, at the edges). The code keeps
+  time at exactly 100 frames; here time is interpolated the same way, so any frame count works.
+- Released LLaVA-ST checkpoints name the tables model.{temporal, spatial_height,
+  spatial_width}_{input, output}_embeddings.weight, one (M, D) tensor each; they load into the
+  stacked (3, M, D) tables here (``foreign_keys["llava"]``).
 - The sequence side (position ids, rotary) is another position scheme: rope (LLaVA-ST) or
   harmonic_rope (a new mix).
 """
@@ -28,10 +36,25 @@ from components import registry
 from components.base import BuildContext, Compressor, PositionScheme
 from components.registry import register
 from components.token_metadata import FrameFeatures, TokenSequence
+from components.weights import ForeignKeys
 from components.config import ComponentSpec, RecipeError, bounded, component
 
 AXES = ("t", "h", "w")  # table order: time, height, width
 MARKUP = re.compile(r"<([thw])(\d+(?:\.\d+)?)>")
+
+
+LLAVA_ST_AXIS_NAMES = {"t": "temporal", "h": "spatial_height", "w": "spatial_width"}
+
+
+def stack_llava_st_tables(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], set[str]]:
+    """LLaVA-ST's six (M, D) coordinate tables as this scheme's two (3, M, D) ones; nothing unless all six are there
+    (a partial set is left for the import report to name)."""
+    names = {(side, axis): f"model.{LLAVA_ST_AXIS_NAMES[axis]}_{side}_embeddings.weight"
+             for side in ("input", "output") for axis in AXES}
+    if not all(name in state for name in names.values()):
+        return {}, set()
+    tables = {f"{side}_table": torch.stack([state[names[(side, axis)]] for axis in AXES]) for side in ("input", "output")}
+    return tables, set(names.values())
 
 
 class CoordinateCodec:
@@ -72,6 +95,9 @@ class LAPE(PositionScheme):
         visual_embedding: bool = True  # false: LAPE zeroed on the visual side (stage 1)
         neighbour_gradient: bool = False  # the official code's W + R W - stopgrad(R W), R_ij = 2^-|i-j|
         init_std: float = bounded(0.02, gt=0)
+        align_corners: bool = False  # how tables are resized to a grid or frame count (see the module docstring)
+
+    foreign_keys = {"llava": ForeignKeys(rules=(), convert=stack_llava_st_tables)}
 
     def __init__(self, cfg: Config, ctx: BuildContext):
         super().__init__()
@@ -179,7 +205,7 @@ class LAPE(PositionScheme):
             return rows
         if size == 1:
             return rows[:1]  # an image uses coordinate row 0
-        return F.interpolate(rows.T.unsqueeze(0), size=size, mode="linear", align_corners=True)[0].T
+        return F.interpolate(rows.T.unsqueeze(0), size=size, mode="linear", align_corners=self.cfg.align_corners)[0].T
 
     def add_visual_embedding(self, features: FrameFeatures) -> FrameFeatures:
         frames = features.num_frames

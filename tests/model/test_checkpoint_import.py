@@ -19,13 +19,13 @@ from zoo.config.recipe import recipe_from_dict
 from zoo.model.video_llm import build_model
 
 
-def write_llava_release(directory, vocab_size: int) -> dict[str, torch.Tensor]:
+def write_llava_release(directory, vocab_size: int, vision: dict = TINY_VIT) -> dict[str, torch.Tensor]:
     """LlavaQwenForCausalLM's names: the LM at model.* and lm_head.*, the SigLIP tower at
     model.vision_tower.vision_tower.vision_model.*, the projector at model.mm_projector.{0,2}, and image_newline;
     in two safetensors shards with HF's model.safetensors.index.json."""
     torch.manual_seed(7)
     language = AutoModelForCausalLM.from_config(Qwen2Config(**TINY_LLM["qwen2"], vocab_size=vocab_size))
-    tower = SiglipVisionModel(SiglipVisionConfig(**TINY_VIT))
+    tower = SiglipVisionModel(SiglipVisionConfig(**vision))
     projector = nn.Sequential(nn.Linear(TINY_VIT["hidden_size"], 64), nn.GELU(), nn.Linear(64, 64))
     state = {k: v.clone() for k, v in language.state_dict().items()}
     # The official towers (transformers 4's CLIPVisionModel, LLaVA-NeXT's vendored SigLipVisionModel) nest

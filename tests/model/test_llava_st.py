@@ -82,13 +82,24 @@ def test_without_attention_the_packer_averages_with_the_same_layout():
     assert torch.allclose(out.embeds[0, 2], grid0[:2, :2].mean(dim=(0, 1)))  # slow token (group 0, cell 0,0)
 
 
-def lape(bins=5, dim=4) -> LAPE:
+def lape(bins=5, dim=4, **options) -> LAPE:
     torch.manual_seed(0)
-    return LAPE(LAPE.Config(bins=bins), BuildContext(frames=8, llm_hidden_size=dim, grid=(4, 4)))
+    return LAPE(LAPE.Config(bins=bins, **options), BuildContext(frames=8, llm_hidden_size=dim, grid=(4, 4)))
+
+
+def test_lape_resizes_its_tables_as_the_official_code_by_default():
+    """F.interpolate's default (align_corners=False), as the code: output i samples row (i + 0.5) * M / size - 0.5."""
+    scheme = lape()
+    mean = (scheme.input_table + scheme.output_table) / 2
+    with torch.no_grad():
+        doubled = scheme.axis_embedding(1, 10)  # samples rows -0.25 (clamped to 0), 0.25, 0.75, ..., 4.25 (clamped to 4)
+    assert torch.allclose(doubled[0], mean[1][0], atol=1e-6) and torch.allclose(doubled[9], mean[1][4], atol=1e-6)
+    assert torch.allclose(doubled[1], 0.75 * mean[1][0] + 0.25 * mean[1][1], atol=1e-6)
+    assert torch.allclose(doubled[2], 0.25 * mean[1][0] + 0.75 * mean[1][1], atol=1e-6)
 
 
 def test_lape_embedding_is_the_mean_of_the_two_rows_and_interpolates_between_them():
-    scheme = lape()
+    scheme = lape(align_corners=True)  # the first and last outputs pinned to the first and last rows
     mean = (scheme.input_table + scheme.output_table) / 2
     with torch.no_grad():
         exact = scheme.axis_embedding(1, 5)

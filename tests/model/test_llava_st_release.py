@@ -1,0 +1,195 @@
+"""LLaVA-ST's packer (STP) and LAPE as its official code builds and saves them (issue 16, first part).
+
+The release is written the way LLaVA-ST's save_pretrained writes it: the three packers' attention modules as
+the code declares them (to_q/to_k/to_v = Linear -> GELU -> Linear, then ln_q/ln_k/ln_v, torch's
+nn.MultiheadAttention as attn, to_out Linear without bias, ``devide_attention`` spelled as in the code) under
+model.vision_resampler.token_packer{,_fast,_slow}, and the six coordinate tables
+model.{temporal,spatial_height,spatial_width}_{input,output}_embeddings.weight, beside the LLaVA-OneVision
+tensors, in HF shards with their index. The imported packer and LAPE are compared with an independent
+implementation of the official modules written here with explicit arithmetic (no nn.MultiheadAttention,
+no F.interpolate), at 100 frames and at 8.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from components.token_metadata import FrameFeatures
+from tests.helpers import TINY_VIT, tiny_recipe
+from tests.model.test_checkpoint_import import write_llava_release
+from zoo.config.recipe import recipe_from_dict
+from zoo.model.video_llm import build_model
+
+DIM, WIDTH, HEADS = 64, 32, 2  # the tiny Qwen2's width, the packer's attention width and heads
+GRID, K1, K2 = 6, 2, 1  # a 6x6 patch grid (48 px / 8), packed to 2x2 per frame, then 1x1 for the fast stream
+PACKERS = {"token_packer": "spatial", "token_packer_fast": "fast", "token_packer_slow": "slow"}
+AXIS_NAMES = ("temporal", "spatial_height", "spatial_width")
+
+
+class DevideAttention(nn.Module):
+    """The module the official code builds for each packer (only its parameters are used here)."""
+
+    def __init__(self):
+        super().__init__()
+        self.to_q, self.to_k, self.to_v = (nn.Sequential(nn.Linear(DIM, WIDTH), nn.GELU(), nn.Linear(WIDTH, WIDTH)) for _ in range(3))
+        self.ln_q, self.ln_k, self.ln_v = nn.LayerNorm(WIDTH), nn.LayerNorm(WIDTH), nn.LayerNorm(WIDTH)
+        self.attn = nn.MultiheadAttention(WIDTH, HEADS)
+        self.to_out = nn.Linear(WIDTH, DIM, bias=False)
+
+
+def official_tensors(bins: int = 100) -> dict[str, torch.Tensor]:
+    torch.manual_seed(11)
+    state = {}
+    for packer in PACKERS:
+        for key, value in DevideAttention().state_dict().items():
+            # Random everywhere (LayerNorm scales and biases too), so a tensor loaded into the wrong place shows.
+            state[f"model.vision_resampler.{packer}.devide_attention.{key}"] = torch.randn_like(value) * 0.2
+    for axis in AXIS_NAMES:
+        for side in ("input", "output"):
+            state[f"model.{axis}_{side}_embeddings.weight"] = torch.randn(bins, DIM)
+    return state
+
+
+def write_llava_st_release(directory, vocab_size: int, vision: dict) -> dict[str, torch.Tensor]:
+    release = write_llava_release(directory, vocab_size, vision)
+    extra = official_tensors()
+    save_file(extra, str(directory / "model-00003-of-00003.safetensors"), metadata={"format": "pt"})
+    index = json.loads((directory / "model.safetensors.index.json").read_text())
+    index["weight_map"].update({key: "model-00003-of-00003.safetensors" for key in extra})
+    (directory / "model.safetensors.index.json").write_text(json.dumps(index))
+    return {**release, **extra}
+
+
+# --- the official modules, written out ---------------------------------------------------------
+
+def layer_norm(x, weight, bias, eps=1e-5):
+    mean = x.mean(-1, keepdim=True)
+    variance = ((x - mean) ** 2).mean(-1, keepdim=True)
+    return (x - mean) / torch.sqrt(variance + eps) * weight + bias
+
+
+def gelu(x):
+    return 0.5 * x * (1 + torch.erf(x / math.sqrt(2)))
+
+
+def projection(state, prefix, name, x):
+    hidden = gelu(x @ state[f"{prefix}to_{name}.0.weight"].T + state[f"{prefix}to_{name}.0.bias"])
+    hidden = hidden @ state[f"{prefix}to_{name}.2.weight"].T + state[f"{prefix}to_{name}.2.bias"]
+    return layer_norm(hidden, state[f"{prefix}ln_{name}.weight"], state[f"{prefix}ln_{name}.bias"])
+
+
+def region_attention(state, packer, query, region):
+    """One query (D,) over its region (R, D): projections, multi-head attention with in/out projections, to_out."""
+    prefix = f"model.vision_resampler.{packer}.devide_attention."
+    q, k, v = projection(state, prefix, "q", query[None]), projection(state, prefix, "k", region), projection(state, prefix, "v", region)
+    w_q, w_k, w_v = state[prefix + "attn.in_proj_weight"].chunk(3)
+    b_q, b_k, b_v = state[prefix + "attn.in_proj_bias"].chunk(3)
+    q, k, v = q @ w_q.T + b_q, k @ w_k.T + b_k, v @ w_v.T + b_v
+    head = WIDTH // HEADS
+    outputs = []
+    for h in range(HEADS):
+        part = slice(h * head, (h + 1) * head)
+        weights = torch.softmax(q[:, part] @ k[:, part].T / math.sqrt(head), dim=-1)
+        outputs.append(weights @ v[:, part])
+    attended = torch.cat(outputs, dim=-1) @ state[prefix + "attn.out_proj.weight"].T + state[prefix + "attn.out_proj.bias"]
+    return query + (attended @ state[prefix + "to_out.weight"].T)[0]
+
+
+def resample_line(values, size):
+    """Linear resampling along the first axis as F.interpolate(align_corners=False): output i samples
+    input position (i + 0.5) * n / size - 0.5, clamped to the ends."""
+    n = values.shape[0]
+    out = []
+    for i in range(size):
+        position = min(max((i + 0.5) * n / size - 0.5, 0.0), n - 1)
+        low = math.floor(position)
+        high = min(low + 1, n - 1)
+        out.append(values[low] * (1 - (position - low)) + values[high] * (position - low))
+    return torch.stack(out)
+
+
+def pack_space(state, packer, frame, side):
+    """(h, w, D) -> (side, side, D): bilinear queries, each attending to its own region."""
+    h = frame.shape[0]
+    queries = resample_line(resample_line(frame, side).transpose(0, 1), side).transpose(0, 1)
+    r = h // side
+    out = torch.empty(side, side, frame.shape[-1])
+    for i in range(side):
+        for j in range(side):
+            region = frame[i * r:(i + 1) * r, j * r:(j + 1) * r].reshape(r * r, -1)
+            out[i, j] = region_attention(state, packer, queries[i, j], region)
+    return out
+
+
+def official_packer(state, frames, groups):
+    """(T, h, w, D) -> fast tokens (T * K2^2, D) then slow tokens (groups * K1^2, D), frame-major."""
+    spatial = torch.stack([pack_space(state, "token_packer", frame, K1) for frame in frames])
+    fast = torch.stack([pack_space(state, "token_packer_fast", frame, K2) for frame in spatial])
+    size = len(frames) // groups
+    slow = torch.empty(groups, K1, K1, frames.shape[-1])
+    queries = resample_line(spatial, groups)  # linear in time, per location
+    for g in range(groups):
+        for i in range(K1):
+            for j in range(K1):
+                slow[g, i, j] = region_attention(state, "token_packer_slow", queries[g, i, j], spatial[g * size:(g + 1) * size, i, j])
+    return torch.cat([fast.reshape(-1, frames.shape[-1]), slow.reshape(-1, frames.shape[-1])])
+
+
+def official_lape(state, frames):
+    """(T, h*w, D): the mean of input and output rows per axis, resampled to T and to the grid, T[t] + H[row] + W[col]."""
+    tables = [(state[f"model.{axis}_input_embeddings.weight"] + state[f"model.{axis}_output_embeddings.weight"]) / 2
+              for axis in AXIS_NAMES]
+    time, rows, cols = resample_line(tables[0], frames), resample_line(tables[1], GRID), resample_line(tables[2], GRID)
+    return time[:, None, None] + rows[None, :, None] + cols[None, None, :]
+
+
+# --- the test ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("llava_st") / "release"
+    data = tiny_recipe(encoder="siglip", llm="qwen2", frames=8)
+    vision = {**TINY_VIT, "image_size": GRID * 8}
+    data["model"]["encoder"]["config"] = vision
+    data["model"]["compressor"] = {"name": "llava_st_packer", "k1": K1, "k2": K2, "sigma": 4, "attention_dim": WIDTH,
+                                   "heads": HEADS, "architecture": "official_code", "query": "interpolate"}
+    data["model"]["position"] = {"name": "lape", "bins": 100, "sequence": "rope"}
+    vocab = build_model(recipe_from_dict(data)).llm.config.vocab_size
+    release = write_llava_st_release(directory, vocab, vision)
+    data["model"]["init_from"] = [str(directory)]
+    return build_model(recipe_from_dict(data)), release
+
+
+def test_every_release_tensor_is_accounted_for_and_the_packer_and_lape_load_whole(imported):
+    model, release = imported
+    report = model.import_report
+    # Each release tensor is loaded, skipped on purpose or reported; the six coordinate tables load as two stacked ones.
+    assert len(report.loaded) + len(report.skipped) + len(report.unexpected) == len(release) - 6 + 2
+    assert not report.missing.get("compressor") and not report.missing.get("position"), report.summary()
+    assert not any("vision_resampler" in key or "_embeddings.weight" in key for key in report.unexpected)
+    state = model.state_dict()
+    assert torch.equal(state["compressor.slow.attn.in_proj_weight"],
+                       release["model.vision_resampler.token_packer_slow.devide_attention.attn.in_proj_weight"])
+    assert torch.equal(state["position.output_table"][1], release["model.spatial_height_output_embeddings.weight"])
+
+
+@pytest.mark.parametrize("frames,groups", [(100, 20), (8, 4)])
+def test_the_imported_packer_and_lape_compute_what_the_official_modules_compute(imported, frames, groups):
+    model, release = imported
+    model.compressor.cfg.sigma = groups
+    torch.manual_seed(frames)
+    patches = torch.randn(1, frames, GRID * GRID, DIM)
+    with torch.no_grad():
+        packed = model.compressor(FrameFeatures(patches, None, (GRID, GRID))).embeds[0]
+        embedded = model.position.add_visual_embedding(FrameFeatures(torch.zeros(1, frames, GRID * GRID, DIM), None, (GRID, GRID)))
+    expected = official_packer(release, patches[0].view(frames, GRID, GRID, DIM), groups)
+    assert packed.shape == expected.shape == (frames * K2**2 + groups * K1**2, DIM)
+    assert (packed - expected).norm() / expected.norm() <= 1e-5
+    lape = official_lape(release, frames).reshape(frames, GRID * GRID, DIM)
+    assert (embedded.patches[0] - lape).norm() / lape.norm() <= 1e-5
