@@ -2,15 +2,18 @@
 
 - dynamic masking in training only: one rate rho per forward, rho ~ N(0.5, 0.1) clipped to
   [0.3, 0.7] (Eq. 3; the official code clips to [0.1, 0.7]: ``rate_bounds: official_code``),
-  and round(rho * N) tokens of every sample removed from the sequence; kept tokens keep
-  their metadata and order. Evaluation and generation use every token.
+  and round(rho * N) tokens of every sample removed from the sequence (the code truncates,
+  int(rho * N): ``masked_count: official_code``); kept tokens keep their metadata and order.
+  Evaluation and generation use every token.
 - masked video modelling (Eq. 4): a no-grad forward of the same LLM on the unmasked
   sequence is the reference; the last hidden states of the kept video tokens of the masked
   pass are pulled towards the same tokens of the reference. ``mse`` as the paper, or
   ``cosine`` (2 - 2 cos) as the official code, optionally through a Linear+LayerNorm head.
 - global-local input for long videos (Eq. 5-6): the mean over all T frames of each token,
   through a bottleneck MLP (D -> D/4 -> D, ReLU, up-projection initialised to zero), added
-  to the tokens of R uniformly sampled local frames. Before masking.
+  to the tokens of R uniformly sampled local frames. Before masking. The code also zeroes the
+  down-projection's bias (``global_local.init: official_code``); the paper says only that the
+  up-projection starts at zero.
 - Table 7's alternatives: learned frame-frame and video-text separators, learned
   spatial-temporal position embeddings on the video tokens.
 """
@@ -45,6 +48,7 @@ def local_positions(global_frames: int, local_frames: int) -> list[int]:
 class GlobalLocalSpec:
     local_frames: int = bounded(16, ge=1)  # R frames that keep their own tokens
     mode: Literal["adapter", "add", "local_only", "global_only"] = "adapter"  # ST-LLM Table 5
+    init: Literal["paper", "official_code"] = "paper"  # official_code: the down-projection's bias starts at zero too
 
 
 @register("compressor", "st_llm_masking", "ST-LLM: all S-T tokens, dynamic masking + MVM loss in training, optional global-local input")
@@ -56,6 +60,7 @@ class STLLMMasking(Compressor):
         rate_mean: float = bounded(0.5, ge=0, le=1)
         rate_std: float = bounded(0.1, ge=0)
         rate_bounds: Literal["paper", "official_code"] = "paper"  # [0.3, 0.7] or the code's [0.1, 0.7]
+        masked_count: Literal["round", "official_code"] = "round"  # round(rho * N), or the code's int(rho * N)
         mvm_weight: float = bounded(1.0, ge=0)  # 0: masking without the MVM objective
         mvm_loss: Literal["mse", "cosine"] = "mse"
         mvm_decoder: bool = False  # Linear + LayerNorm on the masked pass before the loss (official code option)
@@ -77,6 +82,8 @@ class STLLMMasking(Compressor):
             self.global_adapter = nn.Sequential(nn.Linear(dim, dim // 4), nn.ReLU(), nn.Linear(dim // 4, dim))
             nn.init.zeros_(self.global_adapter[2].weight)
             nn.init.zeros_(self.global_adapter[2].bias)
+            if cfg.global_local.init == "official_code":
+                nn.init.zeros_(self.global_adapter[0].bias)
         if cfg.frame_separators:
             self.frame_separator = nn.Parameter(torch.randn(dim) * 0.02)
         if cfg.video_text_separator:
@@ -178,7 +185,7 @@ class STLLMMasking(Compressor):
         rate = self.draw_rate()
         self.last_rate = rate
         total = tokens.num_tokens
-        keep = total - round(rate * total)
+        keep = total - (int(rate * total) if self.cfg.masked_count == "official_code" else round(rate * total))
         scores = torch.rand(tokens.embeds.shape[0], total, device=tokens.embeds.device)
         kept = scores.topk(keep, dim=1).indices.sort(dim=1).values
         return tokens.select(kept)

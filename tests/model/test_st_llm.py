@@ -94,6 +94,17 @@ def test_no_gradient_reaches_the_reference_pass():
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.llm.parameters())
 
 
+def test_the_official_codes_masked_count_and_adapter_init_as_options():
+    """The code masks int(rho * N) tokens (truncation) and zeroes the adapter's down-projection bias too."""
+    x = features()  # 8 frames x 4 tokens: N = 32; rho 0.3 -> 9.6 masked: round 10, int 9
+    assert compressor(rate_distribution="fixed", rate_mean=0.3).train()(x).num_tokens == 32 - 10
+    assert compressor(rate_distribution="fixed", rate_mean=0.3, masked_count="official_code").train()(x).num_tokens == 32 - 9
+    paper = compressor(global_local={"local_frames": 4}, masking=False)
+    official = compressor(global_local={"local_frames": 4, "init": "official_code"}, masking=False)
+    assert paper.global_adapter[0].bias.abs().sum() > 0 and torch.count_nonzero(official.global_adapter[0].bias) == 0
+    assert torch.count_nonzero(official.global_adapter[2].weight) == 0  # the up-projection starts at zero in both
+
+
 def test_global_local_with_a_fresh_adapter_equals_local_only_exactly():
     x = features(frames=8)
     adapter = compressor(global_local={"local_frames": 4, "mode": "adapter"}, masking=False).eval()
