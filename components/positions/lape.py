@@ -48,10 +48,10 @@ LLAVA_ST_AXIS_NAMES = {"t": "temporal", "h": "spatial_height", "w": "spatial_wid
 
 def stack_llava_st_tables(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], set[str]]:
     """LLaVA-ST's six (M, D) coordinate tables as this scheme's two (3, M, D) ones; nothing unless all six are there
-    (a partial set is left for the import report to name)."""
+    with one shape (otherwise they are left for the import report to name)."""
     names = {(side, axis): f"model.{LLAVA_ST_AXIS_NAMES[axis]}_{side}_embeddings.weight"
              for side in ("input", "output") for axis in AXES}
-    if not all(name in state for name in names.values()):
+    if not all(name in state for name in names.values()) or len({state[n].shape for n in names.values()}) > 1:
         return {}, set()
     tables = {f"{side}_table": torch.stack([state[names[(side, axis)]] for axis in AXES]) for side in ("input", "output")}
     return tables, set(names.values())

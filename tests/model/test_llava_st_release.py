@@ -14,13 +14,17 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import pytest
 import torch
-from safetensors.torch import save_file
+import yaml
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from components.token_metadata import FrameFeatures
+from components.weights import CheckpointError
+from zoo.cli import main as cli_main
 from tests.helpers import TINY_VIT, tiny_recipe
 from tests.model.test_checkpoint_import import write_llava_release
 from zoo.config.recipe import recipe_from_dict
@@ -151,17 +155,27 @@ def official_lape(state, frames):
 
 # --- the test ------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def imported(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("llava_st") / "release"
+def llava_st_recipe() -> dict:
     data = tiny_recipe(encoder="siglip", llm="qwen2", frames=8)
-    vision = {**TINY_VIT, "image_size": GRID * 8}
-    data["model"]["encoder"]["config"] = vision
+    data["model"]["encoder"]["config"] = {**TINY_VIT, "image_size": GRID * 8}
     data["model"]["compressor"] = {"name": "llava_st_packer", "k1": K1, "k2": K2, "sigma": 4, "attention_dim": WIDTH,
                                    "heads": HEADS, "architecture": "official_code", "query": "interpolate"}
     data["model"]["position"] = {"name": "lape", "bins": 100, "sequence": "rope"}
+    return data
+
+
+@pytest.fixture(scope="module")
+def release_directory(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("llava_st") / "release"
+    data = llava_st_recipe()
     vocab = build_model(recipe_from_dict(data)).llm.config.vocab_size
-    release = write_llava_st_release(directory, vocab, vision)
+    return directory, write_llava_st_release(directory, vocab, data["model"]["encoder"]["config"])
+
+
+@pytest.fixture(scope="module")
+def imported(release_directory):
+    directory, release = release_directory
+    data = llava_st_recipe()
     data["model"]["init_from"] = [str(directory)]
     return build_model(recipe_from_dict(data)), release
 
@@ -193,3 +207,72 @@ def test_the_imported_packer_and_lape_compute_what_the_official_modules_compute(
     assert (packed - expected).norm() / expected.norm() <= 1e-5
     lape = official_lape(release, frames).reshape(frames, GRID * GRID, DIM)
     assert (embedded.patches[0] - lape).norm() / lape.norm() <= 1e-5
+
+
+def altered_release(release_directory, tmp_path, change) -> str:
+    """A copy of the release whose LLaVA-ST shard went through ``change`` (a dict of tensors, edited in place)."""
+    source, _ = release_directory
+    copy = tmp_path / "altered"
+    shutil.copytree(source, copy)
+    shard = copy / "model-00003-of-00003.safetensors"
+    tensors = load_file(str(shard))
+    change(tensors)
+    save_file(tensors, str(shard), metadata={"format": "pt"})
+    index = json.loads((copy / "model.safetensors.index.json").read_text())
+    index["weight_map"] = {k: f for k, f in index["weight_map"].items() if f != shard.name}
+    index["weight_map"].update({k: shard.name for k in tensors})
+    (copy / "model.safetensors.index.json").write_text(json.dumps(index))
+    return str(copy)
+
+
+PACKER = "model.vision_resampler.token_packer"
+
+
+def renamed(tensors):
+    tensors[f"{PACKER}_fast.devide_attention.ln_query.weight"] = tensors.pop(f"{PACKER}_fast.devide_attention.ln_q.weight")
+
+
+def dropped(tensors):
+    del tensors[f"{PACKER}_slow.devide_attention.to_out.weight"]
+
+
+def misshaped(tensors):
+    tensors[f"{PACKER}.devide_attention.to_q.0.weight"] = torch.zeros(WIDTH, DIM + 1)
+
+
+@pytest.mark.parametrize("change,words", [
+    (renamed, r"tensors would stay at their random initialisation \(compressor 1; e\.g\. compressor\.fast\.ln_q\.weight\); "
+              r"the files hold 1 tensors mapped there with no place in the model, e\.g\. compressor\.fast\.ln_query\.weight"),
+    (dropped, r"tensors would stay at their random initialisation \(compressor 1; e\.g\. compressor\.slow\.to_out\.weight\)"),
+    (misshaped, r"1 shape mismatches, e\.g\. compressor\.spatial\.to_q\.0\.weight: file \(32, 65\) vs model \(32, 64\)"),
+])
+def test_a_renamed_missing_or_misshaped_tensor_is_one_sentence_naming_it(release_directory, tmp_path, change, words):
+    data = llava_st_recipe()
+    data["model"]["init_from"] = [altered_release(release_directory, tmp_path, change)]
+    with pytest.raises(CheckpointError, match=words) as error:
+        build_model(recipe_from_dict(data))
+    assert "\n" not in str(error.value)
+
+
+def test_random_tensors_are_refused_unless_allowed_and_check_init_prints_where_each_came_from(release_directory, tmp_path, capsys):
+    """LLaVA-OneVision alone (no packer, no coordinate tables) into the LLaVA-ST recipe: refused, then allowed."""
+    data = llava_st_recipe()
+    data["model"]["init_from"] = [altered_release(release_directory, tmp_path, lambda tensors: tensors.clear())]
+    with pytest.raises(CheckpointError, match=r"\(compressor 69, position 2; e\.g\. compressor\.fast\.attn\.in_proj_bias\); "
+                                              r"add the checkpoint that holds them, or name them under model\.allow_random "
+                                              r"\(e\.g\. allow_random: \[compressor, position\]\)"):
+        build_model(recipe_from_dict(data))
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(data))
+    assert cli_main(["build", str(recipe), "--check-init"]) == 2
+    table = capsys.readouterr().out.splitlines()
+    assert table[1].split() == ["component", "tensors", "from", "files", "own", "weights", "allowed", "random", "random"]
+    rows = {line.split()[0]: [int(n) for n in line.split()[1:]] for line in table[2:]}
+    assert rows["compressor"] == [69, 0, 0, 0, 69] and rows["position"] == [2, 0, 0, 0, 2]
+    assert rows["projector"][1] == rows["projector"][0] and rows["llm"][4] == 0
+    data["model"]["allow_random"] = ["compressor", "position"]
+    model = build_model(recipe_from_dict(data))
+    assert model.import_report.missing == {"compressor": 69, "position": 2}
+    data["model"]["allow_random"] = ["compresor"]
+    with pytest.raises(CheckpointError, match="model.allow_random: 'compresor' names no component or parameter"):
+        build_model(recipe_from_dict(data))

@@ -39,6 +39,10 @@ class ModelSpec:
     # Whole-model weights applied after the components are built: official LAVIS / ST-LLM .pth files
     # (keys mapped by zoo.model.checkpoint_import) or STZoo safetensors; a report lists what each covered.
     init_from: list[str] = field(default_factory=list)
+    # After an init_from import every parameter must come from those files or from its component's own
+    # pretrained weights, unless named here: a component kind (compressor) or a parameter glob
+    # (compressor.slow.*) that may stay at its random initialisation. LoRA adapters are new by design.
+    allow_random: list[str] = field(default_factory=list)
 
 
 @dataclass

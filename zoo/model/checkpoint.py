@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
 import yaml
@@ -26,6 +27,7 @@ from safetensors.torch import load_model, save_file
 from components.config import RecipeError, Sources
 from components.weights import CheckpointError
 from zoo.config.recipe import Recipe, apply_overrides, recipe_from_dict
+from zoo.model.checkpoint_import import coverage
 from components.errors import error_reason
 
 logger = logging.getLogger("stzoo.checkpoint")
@@ -67,6 +69,11 @@ def save_pretrained(model, directory) -> Path:
             model.encoder.instruction_tokenizer.save_pretrained(str(staging / "instruction_tokenizer"))
         params = sum(p.numel() for p in model.parameters())
         info = {"format_version": FORMAT_VERSION, "components": model.recipe.component_names, "params": params}
+        report = getattr(model, "import_report", None)
+        if report is not None:  # where the weights training started from came from (logged with the run's model)
+            rows = coverage(model, report, model.recipe.model.allow_random)
+            info["init_from"] = {"files": model.recipe.model.init_from, "summary": report.summary(),
+                                 "coverage": [asdict(row) for row in rows]}
         (staging / "stzoo.json").write_text(json.dumps(info, indent=2))
         _replace_directory(staging, directory)
     except BaseException:

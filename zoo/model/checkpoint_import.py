@@ -12,6 +12,7 @@ files did not cover is listed as missing, per top-level module.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from fnmatch import fnmatch
 from pathlib import Path
 
 import torch
@@ -28,6 +29,7 @@ class ImportReport:
     skipped: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)  # in the file, with no place in the model
     missing: dict[str, int] = field(default_factory=dict)  # per top-level module: model tensors no file covered
+    missing_keys: list[str] = field(default_factory=list)  # ... and their names
     shape_mismatches: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -101,10 +103,67 @@ def import_checkpoints(model, paths: list[str | Path]) -> ImportReport:
         total.loaded += report.loaded
         total.skipped += report.skipped
         total.unexpected += report.unexpected
-    for key in model_keys - covered:
+    for key in sorted(model_keys - covered):
         module = key.split(".")[0]
         total.missing[module] = total.missing.get(module, 0) + 1
+        total.missing_keys.append(key)
     return total
+
+
+@dataclass
+class CoverageRow:
+    component: str
+    tensors: int
+    from_files: int  # loaded from model.init_from
+    own_pretrained: int  # not in the files, but the component loaded its own pretrained weights
+    allowed_random: int  # named by model.allow_random, or LoRA adapters (new by design)
+    random: int  # none of the above: left at their initialisation
+
+
+def coverage(model, report: ImportReport, allow_random: list[str]) -> list[CoverageRow]:
+    """Where each component's tensors came from after an import, one row per top-level module."""
+    loaded, missing, names = set(report.loaded), set(report.missing_keys), list(model.state_dict())
+    rows = []
+    for component in dict.fromkeys(key.split(".")[0] for key in names):
+        keys = [k for k in names if k.split(".")[0] == component]
+        spec = getattr(model.recipe.model, component, None)
+        own = bool(getattr(getattr(spec, "options", None), "pretrained", None))
+        absent = [k for k in keys if k in missing]
+        allowed = [k for k in absent if "lora_" in k or any(component == p or fnmatch(k, p) for p in allow_random)]
+        rest = len(absent) - len(allowed)
+        rows.append(CoverageRow(component, len(keys), sum(k in loaded for k in keys), rest if own else 0,
+                                len(allowed), 0 if own else rest))
+    return rows
+
+
+def format_coverage(rows: list[CoverageRow]) -> str:
+    header = f"{'component':<12} {'tensors':>8} {'from files':>11} {'own weights':>12} {'allowed random':>15} {'random':>7}"
+    lines = [header] + [f"{r.component:<12} {r.tensors:>8} {r.from_files:>11} {r.own_pretrained:>12} {r.allowed_random:>15} "
+                        f"{r.random:>7}" for r in rows]
+    return "\n".join(lines)
+
+
+def check_coverage(model, report: ImportReport, allow_random: list[str]) -> None:
+    """Strict init_from: a parameter left random that nobody allowed is refused, naming components and tensors."""
+    names = list(model.state_dict())
+    unknown = [p for p in allow_random if not any(k.split(".")[0] == p or fnmatch(k, p) for k in names)]
+    if unknown:
+        raise CheckpointError(f"model.allow_random: {', '.join(map(repr, unknown))} names no component or parameter of "
+                              f"this model (components: {', '.join(dict.fromkeys(k.split('.')[0] for k in names))})")
+    rows = [row for row in coverage(model, report, allow_random) if row.random]
+    if not rows:
+        return
+    first = next(k for k in report.missing_keys if k.split(".")[0] == rows[0].component and "lora_" not in k
+                 and not any(fnmatch(k, p) for p in allow_random))
+    # A file tensor mapped into the same component but matching none of its names is most likely a rename.
+    near = [u for u in report.unexpected if u.startswith(tuple(row.component + "." for row in rows))]
+    stray = f"; the files hold {len(near)} tensors mapped there with no place in the model, e.g. {near[0]}" if near else ""
+    counts = ", ".join(f"{row.component} {row.random}" for row in rows)
+    raise CheckpointError(
+        f"model.init_from: {sum(r.random for r in rows)} tensors would stay at their random initialisation ({counts}; "
+        f"e.g. {first}){stray}; add the checkpoint that holds them, or name them under model.allow_random "
+        f"(e.g. allow_random: [{', '.join(r.component for r in rows)}]) if that is intended; "
+        "stzoo build RECIPE --check-init prints the whole table")
 
 
 def check_shapes(path, mapped: dict[str, torch.Tensor], model_state: dict[str, torch.Tensor], report: ImportReport) -> None:

@@ -19,7 +19,7 @@ from components.positions.rotary import install_axis_rotary
 from components.token_metadata import TokenSequence, VisualTokens
 from zoo.model.assembler import assemble
 from zoo.model.checkpoint import checkpoint_recipe, load_weights, save_pretrained
-from zoo.model.checkpoint_import import import_checkpoints
+from zoo.model.checkpoint_import import check_coverage, import_checkpoints
 from zoo.model.generation import generate
 from zoo.data.batch import VideoBatch
 from zoo.data.prompting import IGNORE
@@ -208,8 +208,10 @@ def create(spec: ComponentSpec, ctx: BuildContext, path: str):
         raise RecipeError(f"{path} ({spec.kind} {spec.name!r}) could not be built: {type(error).__name__}: {detail}") from error
 
 
-def build_model(recipe: Recipe, meta: bool = False, load_pretrained: bool = True) -> VideoLLM:
-    """The recipe's video LLM; ``meta`` builds shapes only (a 7B recipe in seconds, no weights)."""
+def build_model(recipe: Recipe, meta: bool = False, load_pretrained: bool = True, strict_init: bool = True) -> VideoLLM:
+    """The recipe's video LLM; ``meta`` builds shapes only (a 7B recipe in seconds, no weights). After a
+    model.init_from import, a tensor left random that model.allow_random does not name is refused
+    (``strict_init=False``: reported only, for ``stzoo build --check-init``)."""
     model_spec = recipe.model
     ctx = BuildContext(frames=recipe.data.video.frames, meta=meta, load_pretrained=load_pretrained)
     device = torch.device("meta") if meta else None
@@ -231,6 +233,8 @@ def build_model(recipe: Recipe, meta: bool = False, load_pretrained: bool = True
     if model_spec.init_from and load_pretrained and not meta:
         model.import_report = import_checkpoints(model, model_spec.init_from)
         logger.info("model.init_from: %s", model.import_report.summary())
+        if strict_init:
+            check_coverage(model, model.import_report, model_spec.allow_random)
     return model
 
 
