@@ -273,6 +273,10 @@ def test_random_tensors_are_refused_unless_allowed_and_check_init_prints_where_e
     data["model"]["allow_random"] = ["compressor", "position"]
     model = build_model(recipe_from_dict(data))
     assert model.import_report.missing == {"compressor": 69, "position": 2}
+    model.save_pretrained(tmp_path / "saved")  # the table travels with the model (and so into its MLflow run)
+    saved = json.loads((tmp_path / "saved" / "stzoo.json").read_text())["init_from"]["coverage"]
+    assert {"component": "compressor", "tensors": 69, "from_files": 0, "own_pretrained": 0, "allowed_random": 69,
+            "random": 0} in saved
     data["model"]["allow_random"] = ["compresor"]
     with pytest.raises(CheckpointError, match="model.allow_random: 'compresor' names no component or parameter"):
         build_model(recipe_from_dict(data))
