@@ -31,6 +31,7 @@ from components.base import BuildContext, Compressor
 from components.registry import register
 from components.token_metadata import NO_INDEX, FrameFeatures, TokenKind, TokenSequence, VisualTokens, grid_positions
 from components.config import RecipeError, bounded
+from components.weights import ForeignKeys
 
 RATE_BOUNDS = {"paper": (0.3, 0.7), "official_code": (0.1, 0.7)}
 
@@ -69,6 +70,9 @@ class STLLMMasking(Compressor):
         video_text_separator: bool = False  # Table 7
         st_position_embeddings: bool = False  # Table 7: learned spatial + temporal embeddings on video tokens
         max_frames: int = bounded(64, ge=1)  # size of the temporal embedding table
+
+    # ST-LLM's checkpoints (LAVIS names, or model.stllm_model.* in its HF release) keep the MVM head as mvm_decoder.
+    foreign_keys = {"lavis": ForeignKeys(rules=((r"^mvm_decoder\.", "mvm_head."),))}
 
     def __init__(self, cfg: Config, ctx: BuildContext):
         super().__init__()

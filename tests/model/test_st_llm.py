@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
 from components.base import BuildContext
+from components.weights import CheckpointError
 from components.compressors.st_llm_masking import STLLMMasking
 from components.token_metadata import FrameFeatures, TokenKind
 from tests.helpers import tiny_recipe
@@ -195,6 +198,61 @@ def test_a_lavis_format_checkpoint_lands_weight_by_weight(tmp_path):
                        official["Qformer.bert.encoder.layer.0.crossattention.self.key.weight"])
     assert torch.equal(state["projector.proj.weight"], official["llama_proj.weight"])
     assert torch.equal(state["llm.hf.model.layers.1.mlp.down_proj.weight"], official["llama_model.model.layers.1.mlp.down_proj.weight"])
+
+
+def write_st_llm_release(directory, lavis: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """ST-LLM's own release: STLLMForCausalLM through HF save_pretrained, i.e. the LAVIS modules under
+    model.stllm_model.*, the LLaMA decoder at model.* and lm_head.*, in pickled pytorch_model-*-of-*.bin shards
+    with pytorch_model.bin.index.json."""
+    release = {}
+    for key, tensor in lavis.items():
+        if key.startswith("llama_model."):
+            release[key[len("llama_model."):]] = tensor
+        else:
+            release[f"model.stllm_model.{key}"] = tensor
+    names = sorted(release)
+    shards = {"pytorch_model-00001-of-00002.bin": names[: len(names) // 2], "pytorch_model-00002-of-00002.bin": names[len(names) // 2:]}
+    directory.mkdir(parents=True)
+    for file, keys in shards.items():
+        torch.save({k: release[k] for k in keys}, directory / file)
+    size = sum(t.numel() * t.element_size() for t in release.values())
+    index = {"metadata": {"total_size": size}, "weight_map": {k: f for f, keys in shards.items() for k in keys}}
+    (directory / "pytorch_model.bin.index.json").write_text(json.dumps(index, indent=2))
+    return release
+
+
+def test_st_llms_own_release_layout_loads_every_tensor(tmp_path):
+    """Issue 16: the release's model.stllm_model.* layout used to load 0 of its tensors, silently."""
+    source = st_llm_model(mvm_decoder=True)
+    lavis = lavis_checkpoint(source)
+    lavis.update({f"mvm_decoder.{k}": torch.randn_like(v) for k, v in source.compressor.mvm_head.state_dict().items()})
+    release = write_st_llm_release(tmp_path / "st_llm", lavis)
+    data = tiny_recipe(encoder="blip2_qformer", projector="linear", frames=4,
+                       compressor={"name": "st_llm_masking", "mvm_decoder": True})
+    data["model"]["init_from"] = [str(tmp_path / "st_llm")]
+    model = build_model(recipe_from_dict(data))
+    report = model.import_report
+    assert report.missing == {} and report.unexpected == [], (report.missing, report.unexpected)
+    state = model.state_dict()
+    assert torch.equal(state["encoder.query_tokens"], release["model.stllm_model.query_tokens"])
+    assert torch.equal(state["llm.hf.model.layers.1.mlp.down_proj.weight"], release["model.layers.1.mlp.down_proj.weight"])
+    assert torch.equal(state["llm.hf.lm_head.weight"], release["lm_head.weight"])
+    assert torch.equal(state["compressor.mvm_head.0.weight"], release["model.stllm_model.mvm_decoder.0.weight"])
+
+
+def test_a_release_with_modules_the_recipe_does_not_build_is_refused(tmp_path):
+    """ST-LLM's QA release puts BT-Adapter temporal modules into its EVA tower: refused, never half-loaded."""
+    lavis = lavis_checkpoint(st_llm_model())
+    for block in (0, 1):
+        lavis[f"visual_encoder.btadapter_S.{block}.temporal_attn.qkv.weight"] = torch.randn(96, 32)
+    write_st_llm_release(tmp_path / "qa", lavis)
+    data = tiny_recipe(encoder="blip2_qformer", projector="linear", compressor="st_llm_masking", frames=4)
+    data["model"]["init_from"] = [str(tmp_path / "qa")]
+    with pytest.raises(CheckpointError, match=r"qa: 2 tensors belong to modules no component of this recipe builds "
+                                              r"\(visual_encoder\.btadapter_S\.\*\.temporal_attn\.qkv; e\.g\. "
+                                              r"visual_encoder\.btadapter_S\.0\.temporal_attn\.qkv\.weight\); "
+                                              r"the release is refused rather than half-loaded"):
+        build_model(recipe_from_dict(data))
 
 
 def test_an_eva_only_file_and_a_mismatched_file(tmp_path):

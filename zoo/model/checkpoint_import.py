@@ -11,6 +11,7 @@ files did not cover is listed as missing, per top-level module.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
@@ -30,6 +31,7 @@ class ImportReport:
     unexpected: list[str] = field(default_factory=list)  # in the file, with no place in the model
     missing: dict[str, int] = field(default_factory=dict)  # per top-level module: model tensors no file covered
     missing_keys: list[str] = field(default_factory=list)  # ... and their names
+    unmatched: list[str] = field(default_factory=list)  # foreign tensors no component's key map claims
     shape_mismatches: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -39,13 +41,30 @@ class ImportReport:
 
 
 def release_layout(keys) -> str | None:
-    """The foreign layout of a file's tensor names (``lavis``, ``llava``), or None for STZoo's own names."""
+    """The foreign layout of a file's tensor names (``lavis``, ``llava``, ``st_llm``), or None for STZoo's own names."""
+    if any(k.startswith("model.stllm_model.") for k in keys):
+        return "st_llm"
     if any(k.startswith("model.mm_projector.") for k in keys):
         return "llava"
     if any(k.startswith(("visual_encoder.", "Qformer.", "query_tokens", "ln_vision.", "llama_model.", "llm_proj.", "llama_proj."))
            for k in keys):
         return "lavis"
     return None
+
+
+def st_llm_as_lavis(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """ST-LLM's release (STLLMForCausalLM through HF save_pretrained) holds LAVIS's modules under
+    model.stllm_model.* and the LLaMA decoder at the top (model.layers, model.embed_tokens, model.norm, lm_head):
+    the same tensors as a LAVIS file, renamed, so the components' LAVIS key maps read it."""
+    renamed = {}
+    for key, tensor in state.items():
+        if key.startswith("model.stllm_model."):
+            renamed[key[len("model.stllm_model."):]] = tensor
+        elif key.startswith(("model.", "lm_head.")):
+            renamed[f"llama_model.{key}"] = tensor
+        else:
+            renamed[key] = tensor
+    return renamed
 
 
 def eva_only_layout(keys) -> bool:
@@ -73,8 +92,20 @@ def map_foreign_keys(model, state: dict[str, torch.Tensor], layout: str) -> tupl
             else:
                 report.unexpected.append(f"{prefix}{name} (mapped by {attribute}, not in the model)")
         remaining = {k: v for k, v in remaining.items() if k not in consumed}
-    report.unexpected += sorted(remaining)
+    report.unmatched = sorted(remaining)
+    report.unexpected += report.unmatched
     return mapped, report
+
+
+def refuse_unbuilt_modules(path, report: ImportReport) -> None:
+    """Tensors no component claims are modules the recipe does not build (ST-LLM's QA release adds BT-Adapter
+    temporal modules to its EVA tower): loading the rest would give a different model than the release's."""
+    if not report.unmatched:
+        return
+    modules = sorted({re.sub(r"\.\d+(?=\.|$)", ".*", key.rsplit(".", 1)[0]) for key in report.unmatched})
+    raise CheckpointError(f"{path}: {len(report.unmatched)} tensors belong to modules no component of this recipe builds "
+                          f"({', '.join(modules[:6])}{', ...' if len(modules) > 6 else ''}; e.g. {report.unmatched[0]}); "
+                          "the release is refused rather than half-loaded: use a recipe whose components build them")
 
 
 def import_checkpoints(model, paths: list[str | Path]) -> ImportReport:
@@ -89,8 +120,11 @@ def import_checkpoints(model, paths: list[str | Path]) -> ImportReport:
         if eva_only_layout(state):
             state = {f"visual_encoder.{k}": v for k, v in state.items()}
         layout = release_layout(state)
+        if layout == "st_llm":
+            state, layout = st_llm_as_lavis(state), "lavis"
         if layout is not None:
             mapped, report = map_foreign_keys(model, state, layout)
+            refuse_unbuilt_modules(path, report)
         else:
             mapped = {k: v for k, v in state.items() if k in model_keys}
             report = ImportReport(unexpected=[k for k in state if k not in model_keys])
