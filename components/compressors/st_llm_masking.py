@@ -7,8 +7,15 @@
   Evaluation and generation use every token.
 - masked video modelling (Eq. 4): a no-grad forward of the same LLM on the unmasked
   sequence is the reference; the last hidden states of the kept video tokens of the masked
-  pass are pulled towards the same tokens of the reference. ``mse`` as the paper, or
-  ``cosine`` (2 - 2 cos) as the official code, optionally through a Linear+LayerNorm head.
+  pass are pulled towards the same tokens of the reference, optionally through a
+  Linear+LayerNorm head. ``mvm_loss``: ``cosine`` (default), 2 - 2 cos as the official code;
+  ``mse_sum``, Eq. 4 as printed (squared error summed over the D hidden dimensions); ``mse``,
+  averaged over them. Why cosine: after the LLM's final RMSNorm (unit weights at initialisation)
+  every state has squared norm D, so mse = 2 - 2 cos exactly there and mse_sum = D times it:
+  measured at D = 4096 with random weights, CE 6.47, cosine 0.69, mse 0.69, mse_sum 2824, i.e.
+  Eq. 4 as printed would outweigh the CE 400 to 1 at weight 1, which the released models (trained
+  with the cosine) never saw; the cosine stays of order 1 at any width and whatever scale the
+  norm learns (python -m benchmarks.mvm_scale).
 - global-local input for long videos (Eq. 5-6): the mean over all T frames of each token,
   through a bottleneck MLP (D -> D/4 -> D, ReLU, up-projection initialised to zero), added
   to the tokens of R uniformly sampled local frames. Before masking. The code also zeroes the
@@ -63,7 +70,7 @@ class STLLMMasking(Compressor):
         rate_bounds: Literal["paper", "official_code"] = "paper"  # [0.3, 0.7] or the code's [0.1, 0.7]
         masked_count: Literal["round", "official_code"] = "round"  # round(rho * N), or the code's int(rho * N)
         mvm_weight: float = bounded(1.0, ge=0)  # 0: masking without the MVM objective
-        mvm_loss: Literal["mse", "cosine"] = "mse"
+        mvm_loss: Literal["mse_sum", "mse", "cosine"] = "cosine"  # see MVM_LOSSES and the module docstring
         mvm_decoder: bool = False  # Linear + LayerNorm on the masked pass before the loss (official code option)
         global_local: GlobalLocalSpec | None = None
         frame_separators: bool = False  # Table 7
@@ -246,11 +253,15 @@ class STLLMMasking(Compressor):
         is_video = (visual.kind == TokenKind.FRAME) & (where >= 0)
         prediction = self.mvm_head(masked_states) if self.cfg.mvm_decoder else masked_states
         prediction, target = prediction[is_video].float(), target[is_video].float().detach()
-        if self.cfg.mvm_loss == "mse":
-            loss = F.mse_loss(prediction, target)
-        else:  # the official code: 2 - 2 cos of the two vectors
-            loss = (2 - 2 * F.cosine_similarity(prediction, target, dim=-1)).mean()
-        return {"mvm": self.cfg.mvm_weight * loss}
+        return {"mvm": self.cfg.mvm_weight * MVM_LOSSES[self.cfg.mvm_loss](prediction, target)}
+
+
+# (kept tokens, D) predictions against their targets; each a mean over the kept tokens.
+MVM_LOSSES = {
+    "mse_sum": lambda p, t: ((p - t) ** 2).sum(dim=-1).mean(),  # Eq. 4 as printed: summed over the hidden dimensions
+    "mse": lambda p, t: F.mse_loss(p, t),  # averaged over the dimensions too: Eq. 4 / D
+    "cosine": lambda p, t: (2 - 2 * F.cosine_similarity(p, t, dim=-1)).mean(),  # the official code
+}
 
 
 def source_index(tokens: VisualTokens) -> torch.Tensor:

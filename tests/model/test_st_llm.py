@@ -76,13 +76,28 @@ def test_mvm_is_zero_with_nothing_masked_and_positive_otherwise():
     nothing = st_llm_model(rate_distribution="fixed", rate_mean=0.0).train()
     batch = make_batch(nothing)
     out = nothing(batch)
-    assert set(out.losses) == {"ce", "mvm"} and float(out.losses["mvm"].detach()) == pytest.approx(0.0, abs=1e-10)
+    # The default cosine: 2 - 2 cos of identical states is zero up to float rounding (~4e-8).
+    assert set(out.losses) == {"ce", "mvm"} and float(out.losses["mvm"].detach()) == pytest.approx(0.0, abs=1e-6)
     masked = st_llm_model().train()
     out = masked(make_batch(masked))
     assert float(out.losses["mvm"].detach()) > 0
     assert torch.allclose(out.loss, out.losses["ce"] + out.losses["mvm"])
     visual = int(out.sequence.is_visual[0].sum())
     assert visual == 16 - round(masked.compressor.last_rate * 16)
+
+
+def test_the_three_mvm_definitions_by_hand():
+    from components.compressors.st_llm_masking import MVM_LOSSES
+
+    p, t = torch.tensor([[1.0, 0.0], [3.0, 4.0]]), torch.tensor([[0.0, 1.0], [3.0, 4.0]])
+    assert MVM_LOSSES["mse_sum"](p, t) == 1.0  # token errors 2 and 0, summed over dimensions, mean over tokens
+    assert MVM_LOSSES["mse"](p, t) == 0.5  # ... averaged over the 2 dimensions as well
+    assert torch.isclose(MVM_LOSSES["cosine"](p, t), torch.tensor(1.0))  # 2 - 2 cos: 2 for orthogonal, 0 for equal
+    # States of squared norm D (what a unit-weight RMSNorm emits): mse and the cosine agree exactly, mse_sum is D x.
+    a, b = torch.randn(5, 64), torch.randn(5, 64)
+    a, b = a / a.norm(dim=-1, keepdim=True) * 8, b / b.norm(dim=-1, keepdim=True) * 8
+    assert torch.isclose(MVM_LOSSES["mse"](a, b), MVM_LOSSES["cosine"](a, b), atol=1e-5)
+    assert torch.isclose(MVM_LOSSES["mse_sum"](a, b), 64 * MVM_LOSSES["mse"](a, b), rtol=1e-5)
 
 
 def test_no_gradient_reaches_the_reference_pass():
