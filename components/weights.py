@@ -63,6 +63,15 @@ def local_directory(pretrained: str, owner: str, patterns: tuple[str, ...] = ("*
         raise CheckpointError(unreachable_message(owner, pretrained, error)) from None
 
 
+def torch_load_problem(error: Exception, holds: str) -> str:
+    """Why torch.load(weights_only=True) refused a file: it holds objects other than ``holds`` (a pickle of
+    code, which is never run), or the error's own words (truncated, not a torch file)."""
+    text = " ".join(str(error).split())
+    if "weights_only" in text or "Unsupported" in text:
+        return f"it holds objects other than {holds}"
+    return f"{type(error).__name__}: {error_reason(error, 120)}"
+
+
 def read_state_dict(path: Path, owner: str) -> dict[str, torch.Tensor]:
     """All tensors of a safetensors file, a sharded safetensors directory, or a torch file (weights only)."""
     if path.is_dir():

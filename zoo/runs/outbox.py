@@ -141,8 +141,11 @@ def send_unsent_metrics(run_id: str) -> int:
     if not path.is_file():
         return 0
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    for uri in sorted({r.get("uri") or tracking.tracking_uri() for r in records}):
-        tracking.log_metric_records(uri, run_id, [r for r in records if (r.get("uri") or tracking.tracking_uri()) == uri])
+    by_server: dict[str, list[dict]] = {}
+    for record in records:  # files written before the URI was recorded go to this process's server
+        by_server.setdefault(record.get("uri") or tracking.tracking_uri(), []).append(record)
+    for uri, batch in by_server.items():
+        tracking.log_metric_records(uri, run_id, batch)
     path.unlink()
     return len(records)
 

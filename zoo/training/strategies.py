@@ -21,9 +21,8 @@ from pathlib import Path
 import torch
 
 from components.config import RecipeError
-from components.weights import CheckpointError
+from components.weights import CheckpointError, torch_load_problem
 from torch.nn.parallel import DistributedDataParallel
-from components.errors import error_reason
 
 
 class PlainEngine:
@@ -185,9 +184,7 @@ def read_deepspeed_file(path: str, map_location=None):
         with torch.serialization.safe_globals(classes):
             return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # UnpicklingError for foreign objects, RuntimeError/EOFError for damaged files
-        text = " ".join(str(error).split())
-        detail = "it holds objects other than DeepSpeed's states" if "weights_only" in text or "Unsupported" in text \
-            else f"{type(error).__name__}: {error_reason(error, 120)}"
+        detail = torch_load_problem(error, "DeepSpeed's states")
         raise CheckpointError(f"{path}: unreadable as a DeepSpeed state ({detail}); it is damaged or was not written "
                               "by STZoo's DeepSpeed strategy: resume from an earlier checkpoint") from None
 

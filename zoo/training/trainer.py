@@ -29,7 +29,7 @@ from zoo.model.video_llm import VideoLLM, build_model
 from zoo.config.recipe import Recipe
 from components.config import RecipeError
 from components.errors import UserError, error_reason
-from components.weights import CheckpointError
+from components.weights import CheckpointError, torch_load_problem
 from tqdm.auto import tqdm
 from safetensors import SafetensorError
 from safetensors.torch import load_model
@@ -408,9 +408,7 @@ def read_trainer_state(path: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
-        first = str(error).splitlines()[0] if str(error) else ""
-        detail = "it holds objects other than tensors and numbers" if "weights_only" in str(error) or "Unsupported" in first \
-            else f"{type(error).__name__}: {error_reason(error, 120)}"
+        detail = torch_load_problem(error, "tensors and numbers")
         raise CheckpointError(f"{path}: unreadable as a training state ({detail}); it is truncated or was not written by "
                               "STZoo: resume from an earlier checkpoint") from None
     if not isinstance(state, dict) or not {"engine", "step", "epoch", "rng"} <= set(state):
