@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from components.weights import CheckpointError, local_directory, read_state_dict
+from zoo.model.lora_release import LoraRelease, is_lora_release, read_lora_release
 
 # The model's components in the order they are offered a foreign file's tensors.
 COMPONENT_ORDER = ("encoder", "projector", "compressor", "position", "llm")
@@ -33,11 +34,18 @@ class ImportReport:
     missing_keys: list[str] = field(default_factory=list)  # ... and their names
     unmatched: list[str] = field(default_factory=list)  # foreign tensors no component's key map claims
     shape_mismatches: list[str] = field(default_factory=list)
+    merged: list[str] = field(default_factory=list)  # model weights a LoRA adapter's B @ A was added to
+    lora_factors: int = 0  # the lora_A / lora_B tensors those deltas came from
+
+    def add(self, other: "ImportReport", loaded: list[str]) -> None:
+        self.loaded += loaded
+        self.skipped += other.skipped
+        self.unexpected += other.unexpected
 
     def summary(self) -> str:
         missing = ", ".join(f"{module} {count}" for module, count in self.missing.items()) or "none"
         return (f"{len(self.loaded)} tensors loaded, {len(self.skipped)} skipped on purpose, "
-                f"{len(self.unexpected)} unexpected, not covered by the files: {missing}")
+                f"{len(self.unexpected)} unexpected, {len(self.merged)} merged with LoRA deltas, not covered by the files: {missing}")
 
 
 def release_layout(keys) -> str | None:
@@ -108,36 +116,71 @@ def refuse_unbuilt_modules(path, report: ImportReport) -> None:
                           "the release is refused rather than half-loaded: use a recipe whose components build them")
 
 
-def import_checkpoints(model, paths: list[str | Path]) -> ImportReport:
-    """Load official-format (LAVIS, ST-LLM, LLaVA) or STZoo-format files into ``model``; one report for all of them."""
+def read_release(path: Path) -> tuple[dict[str, torch.Tensor], str | None]:
+    """A full checkpoint's tensors and its layout (None: STZoo's own names); ST-LLM's read under LAVIS's names."""
+    state = read_state_dict(path, owner="model.init_from")
+    if eva_only_layout(state):
+        state = {f"visual_encoder.{k}": v for k, v in state.items()}
+    layout = release_layout(state)
+    if layout == "st_llm":
+        return st_llm_as_lavis(state), "lavis"
+    return state, layout
+
+
+def map_release(model, path, state: dict[str, torch.Tensor], layout: str | None) -> tuple[dict[str, torch.Tensor], ImportReport]:
+    """The file's tensors under the model's names, shapes checked; modules the model does not build refused."""
     model_state = model.state_dict()
-    model_keys = set(model_state)
+    if layout is not None:
+        mapped, report = map_foreign_keys(model, state, layout)
+        refuse_unbuilt_modules(path, report)
+    else:
+        mapped = {k: v for k, v in state.items() if k in model_state}
+        report = ImportReport(unexpected=[k for k in state if k not in model_state])
+    check_shapes(path, mapped, model_state, report)
+    return mapped, report
+
+
+def merge_lora(model, release: LoraRelease, layout: str) -> list[str]:
+    """Add each LoRA delta to its base weight (LLaVA's builder merges the same way); the names merged into."""
+    mapped, report = map_foreign_keys(model, release.deltas, layout)
+    if report.unexpected:
+        raise CheckpointError(f"{release.path}: the LoRA adapter wraps {len(report.unexpected)} modules with no place in "
+                              f"this model (e.g. {report.unexpected[0]}); its base model differs from the recipe's")
+    model_state = model.state_dict()
+    check_shapes(release.path, mapped, model_state, report)
+    with torch.no_grad():
+        for key, delta in mapped.items():
+            model_state[key].copy_((model_state[key].float() + delta).to(model_state[key].dtype))
+    return sorted(mapped)
+
+
+def copy_into(model, mapped: dict[str, torch.Tensor]) -> None:
+    model_state = model.state_dict()
+    with torch.no_grad():
+        for key, tensor in mapped.items():
+            model_state[key].copy_(tensor.to(model_state[key].dtype))
+
+
+def import_checkpoints(model, paths: list[str | Path]) -> ImportReport:
+    """Load official-format (LAVIS, ST-LLM, LLaVA) or STZoo-format files into ``model``; one report for all of them.
+    LoRA output directories (peft's adapter files) are merged after every full checkpoint, in the order given."""
+    patterns = ("*.json", "*.safetensors", "*.bin", "*.pth")
+    directories = [local_directory(str(path), "model.init_from", patterns) for path in paths]
     total = ImportReport()
-    covered: set[str] = set()
-    for path in paths:
-        state = read_state_dict(local_directory(str(path), "model.init_from", ("*.json", "*.safetensors", "*.bin", "*.pth")),
-                                owner="model.init_from")
-        if eva_only_layout(state):
-            state = {f"visual_encoder.{k}": v for k, v in state.items()}
-        layout = release_layout(state)
-        if layout == "st_llm":
-            state, layout = st_llm_as_lavis(state), "lavis"
-        if layout is not None:
-            mapped, report = map_foreign_keys(model, state, layout)
-            refuse_unbuilt_modules(path, report)
-        else:
-            mapped = {k: v for k, v in state.items() if k in model_keys}
-            report = ImportReport(unexpected=[k for k in state if k not in model_keys])
-        check_shapes(path, mapped, model_state, report)
-        with torch.no_grad():
-            for key, tensor in mapped.items():
-                model_state[key].copy_(tensor.to(model_state[key].dtype))
-        report.loaded = sorted(mapped)
-        covered.update(mapped)
-        total.loaded += report.loaded
-        total.skipped += report.skipped
-        total.unexpected += report.unexpected
-    for key in sorted(model_keys - covered):
+    for path in [p for p in directories if not is_lora_release(p)]:
+        mapped, report = map_release(model, path, *read_release(path))
+        copy_into(model, mapped)
+        total.add(report, loaded=sorted(mapped))
+    for path in [p for p in directories if is_lora_release(p)]:
+        release = read_lora_release(path)
+        layout = release_layout(release.trainables) or "llava"  # LLaVA's train.py wrote it: its names unless they say otherwise
+        mapped, report = map_release(model, path, release.trainables, layout)
+        copy_into(model, mapped)
+        total.add(report, loaded=sorted(mapped))
+        total.merged += merge_lora(model, release, layout)
+        total.lora_factors += release.factors
+    covered = set(total.loaded)
+    for key in sorted(set(model.state_dict()) - covered):
         module = key.split(".")[0]
         total.missing[module] = total.missing.get(module, 0) + 1
         total.missing_keys.append(key)
