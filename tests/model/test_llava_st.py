@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 
 import pytest
@@ -259,3 +260,21 @@ def test_a_stage_naming_no_parameter_is_refused():
     stage = StageSpec(name="broken", trainable=["packer.*"])
     with pytest.raises(RecipeError, match="'packer.\\*' matches no parameter"):
         build_stage_model(stage_recipe(recipe, stage), stage, None)
+
+
+def test_a_staged_run_keeps_the_first_stages_import_table_to_its_final_model(tmp_path):
+    """Later stages start from the hand-off, not from model.init_from: the table must travel with it."""
+    source = build_model(load_recipe(REPO_TINY))
+    source.save_pretrained(tmp_path / "source")
+    recipe = load_recipe(REPO_TINY, [f"model.init_from=[{tmp_path / 'source'}]"])
+    stages = recipe.train.stages
+    model, handoff = None, None
+    for index, stage in enumerate(stages):
+        model = build_stage_model(stage_recipe(recipe, stage), stage, handoff)
+        assert (getattr(model, "import_report", None) is not None) == (index == 0)
+        handoff = write_handoff(model, tmp_path / f"s{index}")
+    model.save_pretrained(tmp_path / "final")
+    record = json.loads((tmp_path / "final" / "stzoo.json").read_text())["init_from"]
+    assert record["files"] == [str(tmp_path / "source")]
+    rows = {row["component"]: row for row in record["coverage"]}
+    assert rows["compressor"]["from_files"] == rows["compressor"]["tensors"] > 0 and rows["llm"]["random"] == 0

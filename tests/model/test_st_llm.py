@@ -285,3 +285,38 @@ def test_an_eva_only_file_and_a_mismatched_file(tmp_path):
     torch.save(official, tmp_path / "wrong.pth")
     with pytest.raises(CheckpointError, match="query_tokens: file \\(1, 7, 32\\) vs model \\(1, 4, 32\\)"):
         import_checkpoints(model, [tmp_path / "wrong.pth"])
+
+
+QFORMER_DENSE = "model.stllm_model.Qformer.bert.encoder.layer.0.attention.output.dense.weight"
+
+
+def renamed_tensor(release):
+    release[QFORMER_DENSE.replace(".dense.", ".dense_x.")] = release.pop(QFORMER_DENSE)
+
+
+def dropped_tensor(release):
+    del release["model.layers.1.mlp.down_proj.weight"]
+
+
+def misshaped_tensor(release):
+    release["model.stllm_model.llama_proj.weight"] = torch.zeros(64, 33)
+
+
+@pytest.mark.parametrize("change,words", [
+    (renamed_tensor, r"tensors would stay at their random initialisation \(encoder 1; e\.g\. encoder\.qformer\.encoder\.layer\.0"
+                     r"\.attention\.output\.dense\.weight\); the files hold 1 tensors mapped there with no place in the model, "
+                     r"e\.g\. encoder\.qformer\.encoder\.layer\.0\.attention\.output\.dense_x\.weight"),
+    (dropped_tensor, r"tensors would stay at their random initialisation \(llm 1; e\.g\. llm\.hf\.model\.layers\.1\.mlp\.down_proj\.weight\)"),
+    (misshaped_tensor, r"1 shape mismatches, e\.g\. projector\.proj\.weight: file \(64, 33\) vs model \(64, 32\)"),
+])
+def test_a_renamed_missing_or_misshaped_st_llm_tensor_is_one_sentence_naming_it(tmp_path, change, words):
+    release = {}
+    for key, tensor in lavis_checkpoint(st_llm_model()).items():
+        release[key[len("llama_model."):] if key.startswith("llama_model.") else f"model.stllm_model.{key}"] = tensor
+    change(release)
+    torch.save(release, tmp_path / "pytorch_model.bin")
+    data = tiny_recipe(encoder="blip2_qformer", projector="linear", compressor="st_llm_masking", frames=4)
+    data["model"]["init_from"] = [str(tmp_path)]
+    with pytest.raises(CheckpointError, match=words) as error:
+        build_model(recipe_from_dict(data))
+    assert "\n" not in str(error.value)

@@ -69,17 +69,25 @@ def save_pretrained(model, directory) -> Path:
             model.encoder.instruction_tokenizer.save_pretrained(str(staging / "instruction_tokenizer"))
         params = sum(p.numel() for p in model.parameters())
         info = {"format_version": FORMAT_VERSION, "components": model.recipe.component_names, "params": params}
-        report = getattr(model, "import_report", None)
-        if report is not None:  # where the weights training started from came from (logged with the run's model)
-            rows = coverage(model, report, model.recipe.model.allow_random)
-            info["init_from"] = {"files": model.recipe.model.init_from, "summary": report.summary(),
-                                 "coverage": [asdict(row) for row in rows]}
+        record = init_from_record(model)
+        if record is not None:  # where the weights training started from came from (logged with the run's model)
+            info["init_from"] = record
         (staging / "stzoo.json").write_text(json.dumps(info, indent=2))
         _replace_directory(staging, directory)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return directory
+
+
+def init_from_record(model) -> dict | None:
+    """The model.init_from files, the import's summary and its coverage table; for a later stage of a staged run
+    (built from the previous stage's hand-off, not from the files) the record the first stage carried forward."""
+    report = getattr(model, "import_report", None)
+    if report is None:
+        return getattr(model, "inherited_init_from", None)
+    rows = coverage(model, report, model.recipe.model.allow_random)
+    return {"files": model.recipe.model.init_from, "summary": report.summary(), "coverage": [asdict(row) for row in rows]}
 
 
 def weights_to_save(model) -> dict:

@@ -10,16 +10,19 @@ stage-2 LoRA and add a new one").
 from __future__ import annotations
 
 import fnmatch
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from safetensors.torch import load_model, save_model
 
+from zoo.model.checkpoint import init_from_record
 from zoo.model.video_llm import VideoLLM, build_model
 from zoo.config.recipe import Recipe, StageSpec, apply_overrides, recipe_from_dict
 from components.config import RecipeError, Sources
 
 HANDOFF = "handoff.safetensors"
+INIT_FROM_RECORD = "init_from.json"  # beside the hand-off: where the first stage's weights came from
 
 
 def stage_recipe(recipe: Recipe, stage: StageSpec) -> Recipe:
@@ -59,6 +62,9 @@ def build_stage_model(recipe: Recipe, stage: StageSpec, handoff: Path | None) ->
             raise RecipeError(f"stage {stage.name}: the previous stage's weights do not fit this stage's model "
                               f"({len(missing)} missing, {len(unexpected)} unexpected, e.g. {(missing or unexpected)[:2]}); "
                               "stages may change options, not the architecture")
+        record = handoff.parent / INIT_FROM_RECORD
+        if record.is_file():
+            model.inherited_init_from = json.loads(record.read_text())
     model.recipe = recipe
     model.llm.apply_tuning(tuning)
     apply_trainable(model, stage.trainable, stage.name)
@@ -66,8 +72,11 @@ def build_stage_model(recipe: Recipe, stage: StageSpec, handoff: Path | None) ->
 
 
 def write_handoff(model: VideoLLM, directory: Path) -> Path:
+    record = init_from_record(model)  # before the merge: the table names the stage's own tensors
     model.llm.merge_lora()
     directory.mkdir(parents=True, exist_ok=True)
+    if record is not None:
+        (directory / INIT_FROM_RECORD).write_text(json.dumps(record, indent=2))
     save_model(model, str(directory / HANDOFF))
     return directory / HANDOFF
 
