@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import attention_masks, overhead, scaling, video_input
+from benchmarks import attention_masks, overhead, scaling, thread_policy, video_input
 
 RESULTS = Path(__file__).resolve().parent / "results.md"
 
@@ -38,6 +38,7 @@ def main() -> None:
         ("Platform overhead (target 2)", overhead.main()),
         ("Video input (target 3)", video_input.main([])),
         ("Scaling with frames (target 4)", scaling.main([])),
+        ("Thread policy vs one thread per core in every process", thread_policy.main([])),
     ]
     text = [f"# STZoo benchmarks\n\nMachine: {machine()}\n\nCommand: `make bench` (`python -m benchmarks.run_all`)\n"]
     for title, body in sections:

@@ -17,6 +17,8 @@ from pathlib import Path
 import ray
 
 from zoo.cli.arguments import plugin_list
+from zoo.launch.ray_train import ray_thread_ceiling
+from zoo.runtime.threads import apply_thread_policy, release_threads
 import zoo.runs.tracking as tracking
 from zoo.runs.run_recipe import log_benchmarks
 
@@ -24,7 +26,11 @@ from zoo.runs.run_recipe import log_benchmarks
 def evaluate_remote(reference: str, benchmarks: dict[str, str], run_id: str | None, uri: str,
                     plugins: list[str]) -> dict[str, float]:
     """On whichever node runs the task: evaluate, and log metrics and result files to the run, if any."""
-    return log_benchmarks(tracking.load_model(reference, plugins=plugins), uri, run_id, benchmarks)
+    apply_thread_policy(ceiling=ray_thread_ceiling())
+    try:
+        return log_benchmarks(tracking.load_model(reference, plugins=plugins), uri, run_id, benchmarks)
+    finally:
+        release_threads()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,4 +8,5 @@
     data            readers, samplers, transforms, prompts, batches, datasets, the synthetic suite
     config          recipes and experiment files
     (components)    the registry and every building block, below all of zoo
+    runtime         process-level policy beside components (intra-op threads); imports no project module
 """

@@ -27,7 +27,10 @@ import os
 import sys
 
 from components.errors import UserError
+from zoo.runtime.threads import apply_thread_policy, release_threads
 
+# Commands that compute: each registers for its share of the cores (zoo/runtime/threads.py).
+COMPUTE_COMMANDS = ("build", "train", "eval", "sweep", "attention", "generate")
 COMMANDS = ("components", "resolve", "build", "train", "eval", "sweep", "compare", "attention", "generate", "data", "sync")
 USER_ERRORS = (UserError, FileNotFoundError)
 
@@ -44,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     chosen = next((a for a in argv if not a.startswith("-")), None)
     args = parser((chosen,) if chosen in COMMANDS else COMMANDS).parse_args(argv)
+    if args.command in COMPUTE_COMMANDS:
+        apply_thread_policy()
     try:
         return args.run(args)
     except USER_ERRORS as error:
@@ -54,3 +59,5 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        release_threads()

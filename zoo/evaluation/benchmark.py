@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 
 from zoo.data.dataset import SkippedSample, SkippingCollate, batches_of, build_dataset, data_path, instruction_pad_id
 from zoo.data.reader import VideoError
+from zoo.runtime.threads import refresh_threads
 from zoo.evaluation.metrics.scoring import first_turn, flatten_metrics, score, write_results
 from tqdm.auto import tqdm
 
@@ -60,6 +61,7 @@ def generate_answers(model, dataset, stream: AnswerStream, batch_size: int = 1, 
     bar = tqdm(total=len(dataset), desc=f"eval {Path(dataset.source).name}", unit="sample") if progress else None
     try:
         for batch in batches_of(loader):
+            refresh_threads()
             batch_skipped = batch if isinstance(batch, list) else batch.skipped  # a list: every video of it unreadable
             skipped += batch_skipped
             if not isinstance(batch, list):

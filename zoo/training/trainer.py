@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from zoo.data.dataset import SkippingCollate, batches_of, build_dataset, ensure_synthetic_suite, instruction_pad_id
 from zoo.data.batch import VideoBatch
+from zoo.runtime.threads import refresh_threads
 from zoo.training.strategies import DDPEngine, DeepSpeedEngine, PlainEngine, fill_deepspeed_config
 from zoo.model.video_llm import VideoLLM, build_model
 from zoo.config.recipe import Recipe
@@ -256,6 +257,7 @@ class Trainer:
         while True:
             for batch in batches_of(self.loader()):
                 self.state.batches_in_epoch += 1
+                refresh_threads()  # a run started or finished beside this one changes its share of the cores
                 if isinstance(batch, list):  # every sample of it was a bad video
                     self.state.skipped_samples += len(batch)
                     continue
