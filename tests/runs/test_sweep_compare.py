@@ -111,6 +111,33 @@ def test_stzoo_compare_agrees_with_the_logged_runs(swept):
     assert (out / "metrics.png").stat().st_size > 5000 and (out / "training_loss.png").stat().st_size > 5000
     logged = {a.path for a in swept["client"].list_artifacts(parent.info.run_id, "comparison")}
     assert "comparison/table.md" in logged
+    # Uncertainty: seeds per row, chance per column, items per seed, and the difference from the reference.
+    lines = compared.stdout.splitlines()
+    assert lines[0].startswith("| variant | seeds |") and any(line.startswith("| causal | 2 |") for line in lines)
+    chance = next(line for line in lines if line.startswith("| chance |")).split("|")
+    assert chance[3].strip() == "n/a" and 20.0 <= float(chance[4]) <= 50.0  # open-ended has none; MC: 1/candidates
+    assert next(line for line in lines if line.startswith("| test items per seed |")).split("|")[3:5] == [" 6 ", " 6 "]
+    assert "Difference from causal" in compared.stdout
+    difference = next(line for line in lines[lines.index(next(l for l in lines if l.startswith("Difference"))):]
+                      if line.startswith("| frame_block |"))
+    mc = difference.split("|")[3].strip()  # "+a [+l, +h]" with an optional star
+    value, low, high = (float(x) for x in mc.replace("[", " ").replace(",", " ").replace("]", " ").replace("*", " ").split())
+    assert low <= value <= high and (mc.endswith("*") == (low > 0 or high < 0))
+    expected = (float(rows["frame_block"]["mc.multiple_choice.accuracy mean"])
+                - float(rows["causal"]["mc.multiple_choice.accuracy mean"]))
+    assert value == pytest.approx(expected, abs=0.01)
+
+
+def test_a_column_no_run_logged_is_one_sentence_naming_the_logged_one(swept):
+    data = yaml.safe_load(swept["experiment"].read_text())
+    data["columns"] = ["multiple_choice.accuracy"]
+    wrong = swept["tmp_path"] / "wrong_column.yaml"
+    wrong.write_text(yaml.safe_dump(data))
+    compared = stzoo("compare", str(wrong), "--scale", "tiny", "--out", str(swept["tmp_path"] / "c2"), env=swept["env"])
+    assert compared.returncode == 2
+    assert compared.stderr.strip() == (f"error: {wrong}: columns: 'multiple_choice.accuracy' matches no metric the runs "
+                                       "logged; the runs logged mc.multiple_choice.accuracy (columns are "
+                                       "<benchmark>.<task>.<column>, the benchmark named under the recipe's data.eval)")
 
 
 def test_the_mlflow_ui_compares_the_runs_in_a_browser(swept, mlflow_server):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from zoo.config.experiment import load_experiment
-from zoo.runs.compare import compare
+from zoo.runs.compare import REPLICATES, compare
 
 
 def add_parser(subcommands) -> None:
@@ -13,13 +14,17 @@ def add_parser(subcommands) -> None:
     p.add_argument("experiment")
     p.add_argument("--scale", choices=["paper", "tiny"], default="paper")
     p.add_argument("--out", help="output directory (default: experiments/results/NAME_SCALE)")
+    p.add_argument("--bootstrap", type=int, default=REPLICATES, metavar="N",
+                   help=f"bootstrap draws for the intervals of differences (default {REPLICATES}; 0: none)")
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
+    # Each run's per-entry results are downloaded: MLflow's progress bar per file would bury the table.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     experiment = load_experiment(args.experiment)
     out = Path(args.out or f"experiments/results/{experiment.name}_{args.scale}")
-    comparison = compare(experiment, args.scale, out)
+    comparison = compare(experiment, args.scale, out, replicates=args.bootstrap)
     print(comparison.markdown())
     print(f"\nwritten to {out}/ (table.md, table.csv, metrics.png, training_loss.png)")
     return 0

@@ -10,6 +10,7 @@
     variants:
       distinct_only: {set: {model.position.ids: distinct_only}, paper: {UNSCENE Binary: 45.36, MVBench: 55.51}}
 
+``reference:`` names the variant `stzoo compare` measures every other one against (default: the first).
 A variant may name ``evaluate_from: OTHER``: it is not trained, OTHER's model is
 evaluated under this variant's overrides (inference-time ablations, MASH-VLM Table 10).
 """
@@ -47,6 +48,7 @@ class Experiment:
     seeds: list[int] = field(default_factory=lambda: [0])
     columns: list[str] = field(default_factory=list)
     set: dict[str, Any] = field(default_factory=dict)
+    reference: str | None = None  # the variant `stzoo compare` measures differences from (default: the first)
     source: str | None = None
 
     def recipe_path(self, scale: str = "paper", variant: str | None = None) -> Path:
@@ -83,6 +85,8 @@ def load_experiment(path: str | Path) -> Experiment:
         raise RecipeError(f"{path}: not valid YAML: {error}") from None
     experiment = validate(Experiment, data, "", Sources(default=str(path)))
     experiment.source = str(path)
+    if experiment.reference is not None and experiment.reference not in experiment.variants:
+        raise RecipeError(f"{path}: reference: no variant {experiment.reference!r}; variants: {', '.join(experiment.variants)}")
     for name, variant in experiment.variants.items():
         if variant.evaluate_from is not None and variant.evaluate_from not in experiment.variants:
             raise RecipeError(f"{path}: variants.{name}.evaluate_from: no variant {variant.evaluate_from!r}")

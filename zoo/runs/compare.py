@@ -1,21 +1,31 @@
-"""`stzoo compare EXPERIMENT`: the experiment's runs as a paper-style table, bar charts and loss curves.
+"""`stzoo compare EXPERIMENT`: the experiment's runs as a paper-style table with its uncertainty, bar charts
+and loss curves.
 
-Rows are the variants, columns the experiment's benchmark columns (mean ± std over seeds,
-best mean in bold), followed by the paper's numbers for the row where the experiment file
-gives them. Written as markdown and CSV, logged to the sweep's parent run, and printed.
+Rows are the variants (mean ± std over seeds, the number of seeds), columns the experiment's benchmark
+columns, with the chance level of each column and the test items each seed was scored on. A second table
+gives each variant minus the reference variant (the experiment's ``reference``, else its first variant with runs)
+with a 95% interval from a paired bootstrap over the test items (zoo.evaluation.bootstrap); a star marks
+the differences whose interval excludes 0. A column no run logged is an error naming the nearest logged
+names; a value a run did not log is shown as missing, never as 0. Written as markdown and CSV, logged
+to the sweep's parent run, and printed.
 """
 
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+import difflib
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import zoo.runs.tracking as tracking
-from zoo.runs.tables import Column, markdown_table, mean_and_spread
+from components.config import RecipeError
 from zoo.config.experiment import Experiment
-from zoo.runs.sweep import EXPERIMENT_TAG, SCALE_TAG, SEED_TAG, VARIANT_TAG
+from zoo.evaluation.bootstrap import REPLICATES, Difference, ScoredItems, paired_differences
+from zoo.evaluation.chance import chance_level
 from zoo.runs.plots import plot_loss_curves
+from zoo.runs.sweep import EXPERIMENT_TAG, SCALE_TAG, SEED_TAG, VARIANT_TAG
+from zoo.runs.tables import Column, format_number, markdown_table, mean_and_spread
 
 
 @dataclass
@@ -23,35 +33,75 @@ class Comparison:
     experiment: Experiment
     columns: list[Column]
     rows: list[tuple[str, dict[str, list[float]]]]  # variant -> metric key -> values over seeds
-    runs: dict[str, list]  # variant -> its finished MLflow runs
+    runs: dict[str, list]  # variant -> its finished MLflow runs, in seed order
     parent_run_id: str | None
+    reference: str | None = None
+    differences: dict[str, dict[str, Difference]] = field(default_factory=dict)  # variant -> column -> difference
+    chance: dict[str, float | None] = field(default_factory=dict)
+    items: dict[str, int] = field(default_factory=dict)  # column -> test items per seed
+    notes: list[str] = field(default_factory=list)
 
     def markdown(self) -> str:
-        table = markdown_table(self.rows, self.columns, first="variant")
+        table = markdown_table(self.rows, self.columns, first="variant", seeds=True)
+        table += "\n" + "| chance | | " + " | ".join(format_number(self.chance.get(c.key)) for c in self.columns) + " |"
+        table += "\n" + "| test items per seed | | " + " | ".join(str(self.items.get(c.key, "?")) for c in self.columns) + " |"
+        parts = [table]
+        if self.differences:
+            parts.append(self.difference_table())
+        parts += [f"- {note}" for note in self.notes]
+        if paper := self.paper_table():
+            parts.append(paper)
+        return "\n\n".join(parts)
+
+    def difference_table(self) -> str:
+        lines = [f"Difference from {self.reference} (mean over seeds, 95% interval from a paired bootstrap over the test "
+                 "items; * = the interval excludes 0):", "",
+                 "| variant | " + " | ".join(c.title for c in self.columns) + " |", "|" + "---|" * (len(self.columns) + 1)]
+        for variant, _ in self.rows:
+            if variant == self.reference:
+                continue
+            found = self.differences.get(variant, {})
+            cells = [format_difference(found.get(c.key)) for c in self.columns]
+            lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
+    def paper_table(self) -> str | None:
         papers = [(variant, self.experiment.variants[variant].paper) for variant, _ in self.rows]
         paper_keys = sorted({k for _, numbers in papers for k in numbers})
-        if paper_keys:
-            lines = ["", f"The paper's numbers ({self.experiment.paper}):", "",
-                     "| variant | " + " | ".join(paper_keys) + " |", "|" + "---|" * (len(paper_keys) + 1)]
-            for variant, numbers in papers:
-                cells = ["-" if numbers.get(k) is None else f"{numbers[k]:.2f}" for k in paper_keys]
-                lines.append(f"| {variant} | " + " | ".join(cells) + " |")
-            table += "\n" + "\n".join(lines)
-        return table
+        if not paper_keys:
+            return None
+        lines = [f"The paper's numbers ({self.experiment.paper}):", "",
+                 "| variant | " + " | ".join(paper_keys) + " |", "|" + "---|" * (len(paper_keys) + 1)]
+        for variant, numbers in papers:
+            cells = ["-" if numbers.get(k) is None else f"{numbers[k]:.2f}" for k in paper_keys]
+            lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+        return "\n".join(lines)
 
     def write_csv(self, path: Path) -> Path:
+        keys = [c.key for c in self.columns]
+        header = ["variant", "seeds"] + [f"{k} {what}" for what in ("mean", "std", "diff", "diff low", "diff high") for k in keys]
         with open(path, "w", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["variant", "seeds"] + [f"{c.key} mean" for c in self.columns] + [f"{c.key} std" for c in self.columns])
+            writer.writerow(header)
             for variant, values in self.rows:
-                stats = [mean_and_spread(values[c.key]) if values.get(c.key) else (None, None) for c in self.columns]
-                seeds = max((len(values.get(c.key, [])) for c in self.columns), default=0)
-                writer.writerow([variant, seeds] + [s[0] for s in stats] + [s[1] for s in stats])
+                stats = [mean_and_spread(values[k]) if values.get(k) else (None, None) for k in keys]
+                found = self.differences.get(variant, {})
+                extra = [[getattr(found.get(k), name, None) for k in keys] for name in ("value", "low", "high")]
+                seeds = max((len(values.get(k, [])) for k in keys), default=0)
+                writer.writerow([variant, seeds] + [s[0] for s in stats] + [s[1] for s in stats] + sum(extra, []))
+            writer.writerow(["chance", ""] + [self.chance.get(k) for k in keys] + [""] * (4 * len(keys)))
         return path
 
 
-def collect(experiment: Experiment, scale: str, uri: str | None = None) -> Comparison:
-    uri = uri or tracking.tracking_uri()
+def format_difference(difference: Difference | None) -> str:
+    if difference is None:
+        return "n/a"
+    star = " *" if difference.excludes_zero else ""
+    return f"{difference.value:+.2f} [{difference.low:+.2f}, {difference.high:+.2f}]{star}"
+
+
+def experiment_runs(experiment: Experiment, scale: str, uri: str) -> tuple[dict[str, list], str | None]:
+    """The finished runs of each variant (seed order) and the sweep's parent run id."""
     client = tracking.client(uri)
     found = client.get_experiment_by_name(experiment.name)
     runs_by_variant: dict[str, list] = {v: [] for v in experiment.variants}
@@ -66,16 +116,86 @@ def collect(experiment: Experiment, scale: str, uri: str | None = None) -> Compa
                 parent_id = run.info.run_id
             elif run.info.status == "FINISHED" and tags.get(VARIANT_TAG) in runs_by_variant:
                 runs_by_variant[tags[VARIANT_TAG]].append(run)
-    keys = experiment.columns or sorted({k for runs in runs_by_variant.values() for r in runs for k in r.data.metrics
-                                         if "." in k and not k.startswith("system/")})
-    columns = [Column(key, key) for key in keys]
-    rows = []
-    for variant, runs in runs_by_variant.items():
-        if not runs:
-            continue
+    for runs in runs_by_variant.values():
         runs.sort(key=lambda r: int(r.data.tags.get(SEED_TAG, 0)))
-        rows.append((variant, {c.key: [r.data.metrics[c.key] for r in runs if c.key in r.data.metrics] for c in columns}))
-    return Comparison(experiment, columns, rows, runs_by_variant, parent_id)
+    return runs_by_variant, parent_id
+
+
+def check_columns(experiment: Experiment, columns: list[str], logged: set[str]) -> None:
+    """A column that no run logged is a typo or a missing benchmark prefix: refuse it, naming the nearest names."""
+    for column in columns:
+        if column in logged:
+            continue
+        ending = sorted(name for name in logged if name.endswith("." + column))
+        near = ending or difflib.get_close_matches(column, sorted(logged), n=3, cutoff=0.5)
+        hint = f"; the runs logged {', '.join(near[:3])}" if near else "; no logged name is close"
+        raise RecipeError(f"{experiment.source}: columns: {column!r} matches no metric the runs logged{hint} "
+                          "(columns are <benchmark>.<task>.<column>, the benchmark named under the recipe's data.eval)")
+
+
+def collect(experiment: Experiment, scale: str, uri: str | None = None) -> Comparison:
+    uri = uri or tracking.tracking_uri()
+    runs_by_variant, parent_id = experiment_runs(experiment, scale, uri)
+    logged = {k for runs in runs_by_variant.values() for r in runs for k in r.data.metrics}
+    keys = experiment.columns or sorted(k for k in logged if "." in k and not k.startswith("system/"))
+    if logged:
+        check_columns(experiment, keys, logged)
+    columns = [Column(key, key) for key in keys]
+    rows = [(variant, {c.key: [r.data.metrics[c.key] for r in runs if c.key in r.data.metrics] for c in columns})
+            for variant, runs in runs_by_variant.items() if runs]
+    # The named reference, else the first variant (in file order) that has finished runs.
+    reference = experiment.reference or next((variant for variant, _ in rows), None)
+    return Comparison(experiment, columns, rows, runs_by_variant, parent_id, reference=reference)
+
+
+def scored_items(uri: str, run, benchmark: str, directory: Path) -> ScoredItems | None:
+    """The run's per-entry results on ``benchmark`` (eval/BENCHMARK/predictions.jsonl), None when not kept."""
+    try:
+        path = tracking.client(uri).download_artifacts(run.info.run_id, f"eval/{benchmark}/predictions.jsonl", str(directory))
+    except Exception:  # MLflow raises several types for an artifact that is not there
+        return None
+    return ScoredItems.read(path)
+
+
+def add_uncertainty(comparison: Comparison, uri: str, replicates: int = REPLICATES) -> None:
+    """Chance levels, test items and differences from the reference, from each run's per-entry results."""
+    benchmarks = sorted({c.key.split(".", 1)[0] for c in comparison.columns if "." in c.key})
+    with tempfile.TemporaryDirectory() as scratch:
+        items = {(variant, benchmark): [scored_items(uri, run, benchmark, Path(scratch) / run.info.run_id) for run in runs]
+                 for variant, runs in comparison.runs.items() if runs for benchmark in benchmarks}
+    without = sorted({variant for (variant, _), found in items.items() if any(x is None for x in found)})
+    if without:
+        comparison.notes.append(f"no per-entry results kept for {', '.join(without)} (runs evaluated before they were): "
+                                "no chance level, test items or interval for them")
+    for column in [c for c in comparison.columns if "." in c.key]:
+        benchmark, rest = column.key.split(".", 1)
+        kept = [x for (variant, b), found in items.items() if b == benchmark for x in found if x is not None]
+        if kept:
+            comparison.chance[column.key] = chance_level(kept[0].entries, rest)
+            comparison.items[column.key] = len(kept[0].units())
+    reference = comparison.reference
+    if reference is not None and not comparison.runs.get(reference):
+        comparison.notes.append(f"the reference variant {reference} has no finished runs: no differences")
+    if replicates <= 0 or not comparison.runs.get(reference):
+        return
+    for variant, runs in comparison.runs.items():
+        if variant == reference or not runs:
+            continue
+        for benchmark in benchmarks:
+            mine, theirs = paired_seeds(comparison, items, variant, benchmark)
+            rests = [c.key.split(".", 1)[1] for c in comparison.columns if c.key.startswith(benchmark + ".")]
+            found = paired_differences(mine, theirs, rests, replicates)
+            comparison.differences.setdefault(variant, {}).update({f"{benchmark}.{k}": d for k, d in found.items()})
+
+
+def paired_seeds(comparison: Comparison, items: dict, variant: str, benchmark: str) -> tuple[list, list]:
+    """The variant's and the reference's results for the seeds both ran, in the same order."""
+    def by_seed(name):
+        runs, found = comparison.runs[name], items[(name, benchmark)]
+        return {run.data.tags.get(SEED_TAG): x for run, x in zip(runs, found) if x is not None}
+    mine, theirs = by_seed(variant), by_seed(comparison.reference)
+    seeds = sorted(set(mine) & set(theirs), key=str)
+    return [mine[s] for s in seeds], [theirs[s] for s in seeds]
 
 
 def bar_chart(comparison: Comparison, path: Path) -> Path:
@@ -88,12 +208,15 @@ def bar_chart(comparison: Comparison, path: Path) -> Path:
     columns = comparison.columns
     figure, axes = plt.subplots(1, len(columns), figsize=(max(4, 3.2 * len(columns)), 3.6), squeeze=False)
     for axis, column in zip(axes[0], columns):
-        means, spreads = [], []
-        for _, values in comparison.rows:
-            mean, spread = mean_and_spread(values[column.key]) if values.get(column.key) else (0.0, 0.0)
-            means.append(mean)
-            spreads.append(spread)
-        axis.bar(range(len(variants)), means, yerr=spreads, capsize=3, color="#4c72b0")
+        for position, (_, values) in enumerate(comparison.rows):
+            if not values.get(column.key):  # missing is drawn as missing, never as a zero bar
+                axis.text(position, 0, "missing", rotation=90, ha="center", va="bottom", fontsize=7, color="#b03030")
+                continue
+            mean, spread = mean_and_spread(values[column.key])
+            axis.bar(position, mean, yerr=spread, capsize=3, color="#4c72b0")
+        if comparison.chance.get(column.key) is not None:
+            axis.axhline(comparison.chance[column.key], color="#888888", linestyle="--", linewidth=1, label="chance")
+            axis.legend(fontsize=6)
         axis.set_xticks(range(len(variants)), variants, rotation=35, ha="right", fontsize=7)
         axis.set_title(column.title, fontsize=8)
         axis.grid(axis="y", alpha=0.3)
@@ -117,9 +240,12 @@ def loss_curves(comparison: Comparison, uri: str, path: Path) -> Path | None:
     return plot_loss_curves(curves, path, f"{comparison.experiment.name}: training loss (seed {comparison.experiment.seeds[0]})")
 
 
-def compare(experiment: Experiment, scale: str, out_dir: Path, uri: str | None = None) -> Comparison:
+def compare(experiment: Experiment, scale: str, out_dir: Path, uri: str | None = None,
+            replicates: int = REPLICATES) -> Comparison:
     uri = uri or tracking.tracking_uri()
     comparison = collect(experiment, scale, uri)
+    if comparison.rows:
+        add_uncertainty(comparison, uri, replicates)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "table.md").write_text(f"# {experiment.name} ({scale})\n\n{experiment.paper}\n\n{comparison.markdown()}\n")
     comparison.write_csv(out_dir / "table.csv")

@@ -136,8 +136,13 @@ def score_temporal_grounding(entries: list[dict], predictions: dict[str, str | N
         samples[entry["id"]] = {"predicted": None if span is None else list(span),
                                 "iou": temporal_iou(span, tuple(entry["target"]["span"])), "missing": text is None,
                                 "unparsed": text is not None and span is None}
-    ious = [s["iou"] for s in samples.values()]
-    return {**recall(ious, "recall"), "miou": mean_percent(ious), **counts(samples)}, samples
+    return aggregate_temporal_grounding(entries, samples), samples
+
+
+def aggregate_temporal_grounding(entries: list[dict], samples: dict[str, dict]) -> dict:
+    chosen = [samples[entry["id"]] for entry in entries]
+    ious = [s["iou"] for s in chosen]
+    return {**recall(ious, "recall"), "miou": mean_percent(ious), **counts(chosen)}
 
 
 def score_spatial_grounding(entries: list[dict], predictions: dict[str, str | None],
@@ -149,8 +154,13 @@ def score_spatial_grounding(entries: list[dict], predictions: dict[str, str | No
         samples[entry["id"]] = {"predicted": None if box is None else list(box),
                                 "iou": box_iou(box, tuple(entry["target"]["box"])), "missing": text is None,
                                 "unparsed": text is not None and box is None}
-    ious = [s["iou"] for s in samples.values()]
-    return {**recall(ious, "acc", (0.5,)), "miou": mean_percent(ious), **counts(samples)}, samples
+    return aggregate_spatial_grounding(entries, samples), samples
+
+
+def aggregate_spatial_grounding(entries: list[dict], samples: dict[str, dict]) -> dict:
+    chosen = [samples[entry["id"]] for entry in entries]
+    ious = [s["iou"] for s in chosen]
+    return {**recall(ious, "acc", (0.5,)), "miou": mean_percent(ious), **counts(chosen)}
 
 
 def score_spatiotemporal_grounding(entries: list[dict], predictions: dict[str, str | None], bins: int = 100,
@@ -166,17 +176,22 @@ def score_spatiotemporal_grounding(entries: list[dict], predictions: dict[str, s
         samples[entry["id"]] = {"predicted_span": None if span is None else list(span),
                                 "predicted_boxes": len(boxes), **overlap, "missing": text is None,
                                 "unparsed": text is not None and span is None and not boxes}
+    return aggregate_spatiotemporal_grounding(entries, samples), samples
+
+
+def aggregate_spatiotemporal_grounding(entries: list[dict], samples: dict[str, dict]) -> dict:
+    chosen = [samples[entry["id"]] for entry in entries]
     metrics: dict = {}
     for name in ("tiou", "siou", "viou"):
-        values = [s[name] for s in samples.values()]
+        values = [s[name] for s in chosen]
         metrics.update(recall(values, name))
         metrics[f"mean_{name}"] = mean_percent(values)
-    metrics["mean_nearest_siou"] = mean_percent([s["nearest_siou"] for s in samples.values()])
-    metrics.update(counts(samples))
-    return metrics, samples
+    metrics["mean_nearest_siou"] = mean_percent([s["nearest_siou"] for s in chosen])
+    metrics.update(counts(chosen))
+    return metrics
 
 
-def counts(samples: dict[str, dict]) -> dict[str, int]:
-    missing = sum(s["missing"] for s in samples.values())
-    unparsed = sum(s["unparsed"] for s in samples.values())
+def counts(samples: list[dict]) -> dict[str, int]:
+    missing = sum(s["missing"] for s in samples)
+    unparsed = sum(s["unparsed"] for s in samples)
     return {"count": len(samples), "missing": missing, "unparsed": unparsed}

@@ -26,18 +26,24 @@ def reference_index(entry: dict) -> int:
 def score_multiple_choice(entries: list[dict], predictions: dict[str, str | None]) -> tuple[dict, dict[str, dict]]:
     """(metrics, per-question results by id)."""
     samples: dict[str, dict] = {}
-    by_type: dict[str, list[bool]] = defaultdict(list)
-    missing = unparsed = 0
     for entry in entries:
         prediction = predictions.get(entry["id"])
         chosen = parse_choice(prediction, entry["candidates"]) if prediction is not None else None
-        missing += prediction is None
-        unparsed += prediction is not None and chosen is None
         correct = chosen is not None and chosen == reference_index(entry)
         samples[entry["id"]] = {"chosen": None if chosen is None else string.ascii_uppercase[chosen],
                                 "correct": correct, "missing": prediction is None}
-        by_type[entry.get("task_type") or "unspecified"].append(correct)
+    return aggregate_multiple_choice(entries, samples), samples
 
+
+def aggregate_multiple_choice(entries: list[dict], samples: dict[str, dict]) -> dict:
+    """The metrics of per-question results; a bootstrap calls it on resampled questions."""
+    by_type: dict[str, list[bool]] = defaultdict(list)
+    missing = unparsed = 0
+    for entry in entries:
+        result = samples[entry["id"]]
+        missing += result["missing"]
+        unparsed += not result["missing"] and result["chosen"] is None
+        by_type[entry.get("task_type") or "unspecified"].append(result["correct"])
     per_type = {name: 100.0 * sum(hits) / len(hits) for name, hits in sorted(by_type.items())}
     total = sum(len(hits) for hits in by_type.values())
     metrics = {
@@ -48,4 +54,4 @@ def score_multiple_choice(entries: list[dict], predictions: dict[str, str | None
         "missing": missing,
         "unparsed": unparsed,
     }
-    return metrics, samples
+    return metrics

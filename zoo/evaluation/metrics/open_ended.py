@@ -160,17 +160,23 @@ def score_open_ended(entries: list[dict], predictions: dict[str, str | None],
     reports the action score alone. A missing prediction scores 0 on both aspects.
     """
     samples: dict[str, dict] = {}
-    columns: dict[str, list[int]] = defaultdict(list)
-    missing = 0
     for entry in entries:
         targets = entry["targets"]
         prediction = predictions.get(entry["id"])
         if prediction is None:
-            missing += 1
-            result = {"action": 0, "scene": 0, "missing": True}
+            samples[entry["id"]] = {"action": 0, "scene": 0, "missing": True}
         else:
-            result = {**judge.score(prediction, targets.get("action"), targets["scene"]), "missing": False}
-        samples[entry["id"]] = result
+            samples[entry["id"]] = {**judge.score(prediction, targets.get("action"), targets["scene"]), "missing": False}
+    return aggregate_open_ended(entries, samples), samples
+
+
+def aggregate_open_ended(entries: list[dict], samples: dict[str, dict]) -> dict:
+    """The metrics of per-entry ratings; a bootstrap calls it on resampled entries."""
+    columns: dict[str, list[int]] = defaultdict(list)
+    missing = 0
+    for entry in entries:
+        targets, result = entry["targets"], samples[entry["id"]]
+        missing += result["missing"]
         split = entry.get("split", "all")
         columns[f"{split}.action"].append(result["action"])
         if targets.get("action") is not None:
@@ -181,4 +187,4 @@ def score_open_ended(entries: list[dict], predictions: dict[str, str | None],
         metrics["avg"] = sum(paper) / len(paper)
     metrics["count"] = len(entries)
     metrics["missing"] = missing
-    return metrics, samples
+    return metrics

@@ -5,8 +5,8 @@
 ``spatial_grounding``, ``spatiotemporal_grounding``), a ``coverage`` group (``entries``,
 ``answered``: how many had a prediction, ``unknown_ids``: predictions naming no entry, which
 when non-zero usually means predictions made for another annotation file), and ``samples``: the per-entry
-results by id, which ``write_results`` puts into predictions.jsonl and ``flatten_metrics``
-leaves out. ``conversation`` entries (training data) are not scored.
+results by id, which ``write_results`` puts into predictions.jsonl (beside each annotation entry) and
+``flatten_metrics`` leaves out. ``aggregate`` recomputes the task metrics from those results alone. ``conversation`` entries (training data) are not scored.
 """
 
 from __future__ import annotations
@@ -16,14 +16,20 @@ import math
 import re
 from pathlib import Path
 
-from zoo.evaluation.metrics.grounding import score_spatial_grounding, score_spatiotemporal_grounding, score_temporal_grounding
-from zoo.evaluation.metrics.multiple_choice import score_multiple_choice
-from zoo.evaluation.metrics.open_ended import KeywordJudge, OpenEndedJudge, score_open_ended
-from zoo.evaluation.metrics.unscene import score_binary
+from zoo.evaluation.metrics.grounding import (aggregate_spatial_grounding, aggregate_spatiotemporal_grounding,
+                                              aggregate_temporal_grounding, score_spatial_grounding,
+                                              score_spatiotemporal_grounding, score_temporal_grounding)
+from zoo.evaluation.metrics.multiple_choice import aggregate_multiple_choice, score_multiple_choice
+from zoo.evaluation.metrics.open_ended import KeywordJudge, OpenEndedJudge, aggregate_open_ended, score_open_ended
+from zoo.evaluation.metrics.unscene import aggregate_binary, score_binary
 
 SCORED_TASKS = ("binary", "open_ended", "multiple_choice", "temporal_grounding", "spatial_grounding",
                 "spatiotemporal_grounding")
 UNSCORED_TASKS = ("conversation",)
+# Each task's metrics from its per-entry results alone (no parsing, no judge): what a bootstrap recomputes.
+AGGREGATORS = {"binary": aggregate_binary, "open_ended": aggregate_open_ended, "multiple_choice": aggregate_multiple_choice,
+               "temporal_grounding": aggregate_temporal_grounding, "spatial_grounding": aggregate_spatial_grounding,
+               "spatiotemporal_grounding": aggregate_spatiotemporal_grounding}
 
 
 def entries_by_task(entries: list[dict]) -> dict[str, list[dict]]:
@@ -76,6 +82,11 @@ def score(entries: list[dict], predictions: dict[str, str | None], vocabulary: d
     return results
 
 
+def aggregate(entries: list[dict], samples: dict[str, dict]) -> dict:
+    """The task metrics ``score`` gives, from the per-entry results it made (``samples``, by entry id)."""
+    return {task: AGGREGATORS[task](task_entries, samples) for task, task_entries in entries_by_task(entries).items()}
+
+
 def first_turn(entry: dict, speaker: str) -> str | None:
     return next((turn["value"] for turn in entry.get("conversations", []) if turn.get("from") == speaker), None)
 
@@ -93,7 +104,8 @@ def write_results(results: dict, predictions: dict[str, str | None], entries: li
         for entry in entries:
             line = {"id": entry["id"], "task": entry.get("task"), "split": entry.get("split"),
                     "question": first_turn(entry, "human"), "reference": first_turn(entry, "gpt"),
-                    "prediction": predictions.get(entry["id"]), "score": samples.get(entry["id"])}
+                    "prediction": predictions.get(entry["id"]), "score": samples.get(entry["id"]),
+                    "entry": entry}  # the annotation as scored: with "score", what a bootstrap re-aggregates
             handle.write(json.dumps(line) + "\n")
     return metrics_path, predictions_path
 

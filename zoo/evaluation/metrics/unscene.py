@@ -61,6 +61,11 @@ def percent(hits: int, total: int) -> float:
 def score_binary(entries: list[dict], predictions: dict[str, str | None]) -> tuple[dict, dict[str, dict]]:
     """(metrics, per-question results by id) for the ``binary`` entries."""
     samples = {entry["id"]: question_result(entry, predictions.get(entry["id"])) for entry in entries}
+    return aggregate_binary(entries, samples), samples
+
+
+def aggregate_binary(entries: list[dict], samples: dict[str, dict]) -> dict:
+    """The metrics of per-question results (``question_result``); a bootstrap calls it on resampled pairs."""
     pair_hits: dict[str, list[bool]] = defaultdict(list)
     question_hits: dict[str, list[bool]] = defaultdict(list)
     missing_pairs = 0
@@ -84,5 +89,6 @@ def score_binary(entries: list[dict], predictions: dict[str, str | None]) -> tup
     metrics["pairs"] = {column: len(hits) for column, hits in sorted(pair_hits.items())}
     metrics["questions"] = len(entries)
     metrics["missing"] = missing_pairs
-    metrics["unparsed"] = sum(1 for r in samples.values() if not r["missing"] and r["parsed"] is None)
-    return metrics, samples
+    results = [samples[entry["id"]] for entry in entries]
+    metrics["unparsed"] = sum(1 for r in results if not r["missing"] and r["parsed"] is None)
+    return metrics

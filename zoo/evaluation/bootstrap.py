@@ -1,0 +1,146 @@
+"""95% intervals for benchmark metrics and for differences between models, by resampling test items.
+
+The unit drawn is what a metric scores as one: an UNSCENE pair (its two questions together), any other
+entry alone. Units are drawn with replacement within each (task, split) stratum, so every column keeps
+its number of items. Each draw is re-aggregated by the evaluation's own code
+(``zoo.evaluation.metrics.scoring.aggregate``) from the per-entry results saved in predictions.jsonl:
+nothing is parsed or judged again, and every column the evaluation logs has an interval.
+
+Two models evaluated on the same items are compared on the same draws (paired): the items' own
+difficulty cancels out of the difference. Over seeds, each draw's difference is averaged across the
+seeds (each seed resampled on its own), and the interval is the 2.5 and 97.5 percentiles of that mean:
+it says how much the test items alone could move the result; the spread between seeds is reported
+beside it as a standard deviation, not folded in.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from zoo.evaluation.metrics.scoring import aggregate, flatten_metrics
+
+REPLICATES = 1000
+
+
+@dataclass
+class ScoredItems:
+    """One evaluation's entries and per-entry results, as predictions.jsonl keeps them."""
+
+    entries: list[dict]
+    samples: dict[str, dict]
+
+    @classmethod
+    def read(cls, path: str | Path) -> "ScoredItems | None":
+        """None when the file predates per-entry annotations (no "entry" field): no interval can be drawn."""
+        entries, samples = [], {}
+        for line in Path(path).read_text().splitlines():
+            record = json.loads(line)
+            if "entry" not in record or record.get("score") is None:
+                return None
+            entries.append(record["entry"])
+            samples[record["id"]] = record["score"]
+        return cls(entries, samples)
+
+    def units(self) -> dict[str, list[dict]]:
+        """unit key -> its entries, in file order."""
+        units: dict[str, list[dict]] = {}
+        for entry in self.entries:
+            units.setdefault(unit_key(entry), []).append(entry)
+        return units
+
+    def metrics(self) -> dict[str, float]:
+        return flatten_metrics(aggregate(self.entries, self.samples))
+
+
+def unit_key(entry: dict) -> str:
+    if entry.get("task") == "binary" and entry.get("pair_id") is not None:
+        return f"pair:{entry['pair_id']}"
+    return f"id:{entry['id']}"
+
+
+def strata(unit_entries: dict[str, list[dict]]) -> list[list[str]]:
+    """The unit keys of each (task, split), sorted, so one draw means the same items for every model."""
+    grouped: dict[tuple, list[str]] = {}
+    for key, members in unit_entries.items():
+        grouped.setdefault((members[0].get("task"), members[0].get("split")), []).append(key)
+    return [sorted(keys) for _, keys in sorted(grouped.items(), key=lambda item: str(item[0]))]
+
+
+def draws(common: list[list[str]], replicates: int, seed: int) -> list[list[str]]:
+    """``replicates`` lists of unit keys, each stratum drawn with replacement to its own size."""
+    rng = np.random.default_rng(seed)
+    return [[keys[i] for keys in common for i in rng.integers(0, len(keys), len(keys))] for _ in range(replicates)]
+
+
+def resampled_items(items: ScoredItems, units: dict[str, list[dict]], draw: list[str]) -> ScoredItems:
+    """The drawn units as entries of their own: the k-th copy of a unit gets ids (and pair id) suffixed ~k."""
+    entries, samples, copies = [], {}, {}
+    for key in draw:
+        k = copies[key] = copies.get(key, -1) + 1
+        for entry in units[key]:
+            copy = {**entry, "id": f"{entry['id']}~{k}"}
+            if "pair_id" in entry:
+                copy["pair_id"] = f"{entry['pair_id']}~{k}"
+            entries.append(copy)
+            samples[copy["id"]] = items.samples[entry["id"]]
+    return ScoredItems(entries, samples)
+
+
+def replicate_values(items: ScoredItems, columns: list[str], sampled: list[list[str]]) -> np.ndarray:
+    """(replicates, columns): each column (a flat metric name) on each draw; NaN where a draw lacks it."""
+    units = items.units()
+    values = np.full((len(sampled), len(columns)), np.nan)
+    for r, draw in enumerate(sampled):
+        metrics = resampled_items(items, units, draw).metrics()
+        values[r] = [metrics.get(column, np.nan) for column in columns]
+    return values
+
+
+@dataclass
+class Difference:
+    """A variant minus the reference on one column: the mean over seeds and its 95% interval."""
+
+    value: float
+    low: float
+    high: float
+    seeds: int
+    items: int  # test items both were scored on (per seed, the smallest)
+
+    @property
+    def excludes_zero(self) -> bool:
+        return self.low > 0 or self.high < 0
+
+
+def paired_differences(variant: list[ScoredItems], reference: list[ScoredItems], columns: list[str],
+                       replicates: int = REPLICATES, seed: int = 0) -> dict[str, Difference]:
+    """Each column's difference, variant minus reference, over the seeds both have (one ScoredItems per seed,
+    the same seed order); a column missing from either side's metrics gets none."""
+    point: dict[str, list[float]] = {column: [] for column in columns}
+    replicated: dict[str, list[np.ndarray]] = {column: [] for column in columns}
+    sizes = []
+    for index, (ours, theirs) in enumerate(zip(variant, reference)):
+        our_units, their_units = ours.units(), theirs.units()
+        shared = sorted(set(our_units) & set(their_units))
+        if not shared:
+            continue
+        sampled = draws(strata({key: our_units[key] for key in shared}), replicates, seed + index)
+        ours = ScoredItems([e for key in shared for e in our_units[key]], ours.samples)
+        theirs = ScoredItems([e for key in shared for e in their_units[key]], theirs.samples)
+        a, b = ours.metrics(), theirs.metrics()
+        differences = replicate_values(ours, columns, sampled) - replicate_values(theirs, columns, sampled)
+        for c, column in enumerate(columns):
+            if column in a and column in b:
+                point[column].append(a[column] - b[column])
+                replicated[column].append(differences[:, c])
+        sizes.append(len(shared))
+    found = {}
+    for column in columns:
+        if point[column]:
+            mean_over_seeds = np.mean(np.stack(replicated[column]), axis=0)
+            low, high = np.percentile(mean_over_seeds, [2.5, 97.5])
+            found[column] = Difference(float(np.mean(point[column])), float(low), float(high), len(point[column]), min(sizes))
+    return found
