@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from zoo.evaluation.bootstrap import ScoredItems, draws, paired_differences, resampled_items, strata
+from zoo.evaluation.bootstrap import ScoredItems, draws, metric_intervals, paired_differences, resampled_items, strata
 from zoo.evaluation.chance import chance_level
 from zoo.evaluation.metrics.scoring import aggregate, flatten_metrics, score, write_results
 
@@ -121,3 +121,11 @@ def test_a_model_answering_at_random_scores_near_chance(tmp_path):
     entries = binary_pairs(2000)
     metrics = items_of(entries, {e["id"]: "yes" if rng.random() < 0.5 else "no" for e in entries}, tmp_path).metrics()
     assert abs(metrics["binary.unusual.action"] - chance_level(entries, "binary.unusual.action")) < 3
+
+
+def test_a_metric_interval_covers_the_binomial(tmp_path):
+    entries = choices(400, 4)
+    items = items_of(entries, {e["id"]: "(A)" if i < 100 else "(B)" for i, e in enumerate(entries)}, tmp_path)
+    found = metric_intervals([items], ["multiple_choice.accuracy"], replicates=2000, seed=5)["multiple_choice.accuracy"]
+    half_width = 1.96 * 100 * math.sqrt(0.25 * 0.75 / 400)
+    assert found.value == 25.0 and (found.high - found.low) / 2 == pytest.approx(half_width, rel=0.1)

@@ -57,6 +57,8 @@ def write_experiment(tmp_path: Path) -> Path:
             "frame_block": {"set": {"model.mask": "frame_block"}, "paper": {"MC": 50.0}},
             "broken": {"set": {"model.llm.config.num_attention_heads": 3}},  # 64 is not divisible by 3
         },
+        "expectations": [{"variant": "frame_block", "column": "mc.multiple_choice.accuracy", "expect": "above",
+                          "than": "causal", "why": "a stated direction, judged on evidence"}],
     }))
     return experiment
 
@@ -126,11 +128,19 @@ def test_stzoo_compare_agrees_with_the_logged_runs(swept):
     expected = (float(rows["frame_block"]["mc.multiple_choice.accuracy mean"])
                 - float(rows["causal"]["mc.multiple_choice.accuracy mean"]))
     assert value == pytest.approx(expected, abs=0.01)
+    # The expectation is judged on the same paired interval, and --check turns its verdict into the exit status.
+    verdict = next(line for line in lines if line.startswith("| frame_block above causal on mc.multiple_choice.accuracy |"))
+    held = verdict.split("|")[2].strip() == "held"
+    assert held == (low > 0) and f"frame_block - causal = {value:.2f} [{low:.2f}, {high:.2f}] over 2 seeds x 6 items" in verdict
+    checked = stzoo("compare", str(swept["experiment"]), "--scale", "tiny", "--out", str(out), "--check", "--bootstrap", "200",
+                    env=swept["env"])
+    assert checked.returncode == (0 if held else 1), checked.stdout[-500:]
 
 
 def test_a_column_no_run_logged_is_one_sentence_naming_the_logged_one(swept):
     data = yaml.safe_load(swept["experiment"].read_text())
     data["columns"] = ["multiple_choice.accuracy"]
+    data.pop("expectations")
     wrong = swept["tmp_path"] / "wrong_column.yaml"
     wrong.write_text(yaml.safe_dump(data))
     compared = stzoo("compare", str(wrong), "--scale", "tiny", "--out", str(swept["tmp_path"] / "c2"), env=swept["env"])

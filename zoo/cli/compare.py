@@ -16,6 +16,8 @@ def add_parser(subcommands) -> None:
     p.add_argument("--out", help="output directory (default: experiments/results/NAME_SCALE)")
     p.add_argument("--bootstrap", type=int, default=REPLICATES, metavar="N",
                    help=f"bootstrap draws for the intervals of differences (default {REPLICATES}; 0: none)")
+    p.add_argument("--check", action="store_true",
+                   help="exit 1 unless every expectation of the experiment file held (a calibration's pass/fail)")
     p.set_defaults(run=run)
 
 
@@ -27,4 +29,8 @@ def run(args) -> int:
     comparison = compare(experiment, args.scale, out, replicates=args.bootstrap)
     print(comparison.markdown())
     print(f"\nwritten to {out}/ (table.md, table.csv, metrics.png, training_loss.png)")
+    unheld = [v for v in comparison.verdicts if v.held is not True]
+    if args.check and (unheld or len(comparison.verdicts) < len(experiment.expectations)):
+        print(f"{len(unheld)} of {len(experiment.expectations)} expectations not held or not measured")
+        return 1
     return 0

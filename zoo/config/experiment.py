@@ -10,6 +10,8 @@
     variants:
       distinct_only: {set: {model.position.ids: distinct_only}, paper: {UNSCENE Binary: 45.36, MVBench: 55.51}}
 
+``expectations:`` state, before any run, what the comparison must show (``{variant: V, column: C, expect:
+above|below, than: W}`` or ``expect: chance|above_chance``); `stzoo compare` reports each as held or not.
 ``reference:`` names the variant `stzoo compare` measures every other one against (default: the first).
 A variant may name ``evaluate_from: OTHER``: it is not trained, OTHER's model is
 evaluated under this variant's overrides (inference-time ablations, MASH-VLM Table 10).
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -38,6 +40,19 @@ class Variant:
 
 
 @dataclass
+class Expectation:
+    """What a comparison must show, written before the runs: ``variant``'s ``column`` lies ``above`` or ``below``
+    the variant ``than`` (the 95% interval of the paired difference excludes 0 that way), at ``chance`` (its
+    interval contains the column's chance level) or ``above_chance`` (its interval lies above it)."""
+
+    variant: str
+    column: str
+    expect: Literal["above", "below", "chance", "above_chance"]
+    than: str | None = None
+    why: str = ""
+
+
+@dataclass
 class Experiment:
     name: str
     variants: dict[str, Variant]
@@ -49,6 +64,7 @@ class Experiment:
     columns: list[str] = field(default_factory=list)
     set: dict[str, Any] = field(default_factory=dict)
     reference: str | None = None  # the variant `stzoo compare` measures differences from (default: the first)
+    expectations: list[Expectation] = field(default_factory=list)
     source: str | None = None
 
     def recipe_path(self, scale: str = "paper", variant: str | None = None) -> Path:
@@ -87,7 +103,21 @@ def load_experiment(path: str | Path) -> Experiment:
     experiment.source = str(path)
     if experiment.reference is not None and experiment.reference not in experiment.variants:
         raise RecipeError(f"{path}: reference: no variant {experiment.reference!r}; variants: {', '.join(experiment.variants)}")
+    check_expectations(experiment, path)
     for name, variant in experiment.variants.items():
         if variant.evaluate_from is not None and variant.evaluate_from not in experiment.variants:
             raise RecipeError(f"{path}: variants.{name}.evaluate_from: no variant {variant.evaluate_from!r}")
     return experiment
+
+
+def check_expectations(experiment: Experiment, path: Path) -> None:
+    for index, expectation in enumerate(experiment.expectations):
+        where = f"{path}: expectations[{index}]"
+        for name in (expectation.variant, expectation.than):
+            if name is not None and name not in experiment.variants:
+                raise RecipeError(f"{where}: no variant {name!r}; variants: {', '.join(experiment.variants)}")
+        if (expectation.expect in ("above", "below")) != (expectation.than is not None):
+            raise RecipeError(f"{where}: 'expect: {expectation.expect}' " + ("needs 'than: VARIANT'" if expectation.than is None
+                                                                     else "takes no 'than:' (it compares with chance)"))
+        if experiment.columns and expectation.column not in experiment.columns:
+            raise RecipeError(f"{where}: column {expectation.column!r} is not among the experiment's columns")

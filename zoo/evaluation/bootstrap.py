@@ -101,8 +101,8 @@ def replicate_values(items: ScoredItems, columns: list[str], sampled: list[list[
 
 
 @dataclass
-class Difference:
-    """A variant minus the reference on one column: the mean over seeds and its 95% interval."""
+class Interval:
+    """A value over seeds (a metric, or a variant minus another) and its 95% bootstrap interval."""
 
     value: float
     low: float
@@ -115,13 +115,38 @@ class Difference:
         return self.low > 0 or self.high < 0
 
 
+class SeedEstimates:
+    """Per column: the value on each seed's items and its values on that seed's draws; then combined."""
+
+    def __init__(self, columns: list[str]):
+        self.columns = columns
+        self.point: dict[str, list[float]] = {column: [] for column in columns}
+        self.replicated: dict[str, list[np.ndarray]] = {column: [] for column in columns}
+        self.sizes: list[int] = []
+
+    def add(self, values: dict[str, float], replicated: np.ndarray, size: int) -> None:
+        for c, column in enumerate(self.columns):
+            if column in values:
+                self.point[column].append(values[column])
+                self.replicated[column].append(replicated[:, c])
+        self.sizes.append(size)
+
+    def intervals(self) -> dict[str, Interval]:
+        """The mean over seeds and the 2.5 / 97.5 percentiles of the draws' means over seeds."""
+        found = {}
+        for column in self.columns:
+            if self.point[column]:
+                low, high = np.percentile(np.mean(np.stack(self.replicated[column]), axis=0), [2.5, 97.5])
+                found[column] = Interval(float(np.mean(self.point[column])), float(low), float(high),
+                                         len(self.point[column]), min(self.sizes))
+        return found
+
+
 def paired_differences(variant: list[ScoredItems], reference: list[ScoredItems], columns: list[str],
-                       replicates: int = REPLICATES, seed: int = 0) -> dict[str, Difference]:
+                       replicates: int = REPLICATES, seed: int = 0) -> dict[str, Interval]:
     """Each column's difference, variant minus reference, over the seeds both have (one ScoredItems per seed,
     the same seed order); a column missing from either side's metrics gets none."""
-    point: dict[str, list[float]] = {column: [] for column in columns}
-    replicated: dict[str, list[np.ndarray]] = {column: [] for column in columns}
-    sizes = []
+    estimates = SeedEstimates(columns)
     for index, (ours, theirs) in enumerate(zip(variant, reference)):
         our_units, their_units = ours.units(), theirs.units()
         shared = sorted(set(our_units) & set(their_units))
@@ -131,16 +156,18 @@ def paired_differences(variant: list[ScoredItems], reference: list[ScoredItems],
         ours = ScoredItems([e for key in shared for e in our_units[key]], ours.samples)
         theirs = ScoredItems([e for key in shared for e in their_units[key]], theirs.samples)
         a, b = ours.metrics(), theirs.metrics()
-        differences = replicate_values(ours, columns, sampled) - replicate_values(theirs, columns, sampled)
-        for c, column in enumerate(columns):
-            if column in a and column in b:
-                point[column].append(a[column] - b[column])
-                replicated[column].append(differences[:, c])
-        sizes.append(len(shared))
-    found = {}
-    for column in columns:
-        if point[column]:
-            mean_over_seeds = np.mean(np.stack(replicated[column]), axis=0)
-            low, high = np.percentile(mean_over_seeds, [2.5, 97.5])
-            found[column] = Difference(float(np.mean(point[column])), float(low), float(high), len(point[column]), min(sizes))
-    return found
+        differences = {column: a[column] - b[column] for column in columns if column in a and column in b}
+        estimates.add(differences, replicate_values(ours, columns, sampled) - replicate_values(theirs, columns, sampled),
+                      len(shared))
+    return estimates.intervals()
+
+
+def metric_intervals(seeds: list[ScoredItems], columns: list[str], replicates: int = REPLICATES,
+                     seed: int = 0) -> dict[str, Interval]:
+    """Each column's mean over seeds with its 95% interval (every seed resampled on its own)."""
+    estimates = SeedEstimates(columns)
+    for index, items in enumerate(seeds):
+        units = items.units()
+        sampled = draws(strata(units), replicates, seed + index)
+        estimates.add(items.metrics(), replicate_values(items, columns, sampled), len(units))
+    return estimates.intervals()

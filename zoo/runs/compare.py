@@ -21,8 +21,9 @@ from pathlib import Path
 import zoo.runs.tracking as tracking
 from components.config import RecipeError
 from zoo.config.experiment import Experiment
-from zoo.evaluation.bootstrap import REPLICATES, Difference, ScoredItems, paired_differences
+from zoo.evaluation.bootstrap import REPLICATES, Interval, ScoredItems, paired_differences
 from zoo.evaluation.chance import chance_level
+from zoo.runs.expectations import Verdict, judge, verdict_table
 from zoo.runs.plots import plot_loss_curves
 from zoo.runs.sweep import EXPERIMENT_TAG, SCALE_TAG, SEED_TAG, VARIANT_TAG
 from zoo.runs.tables import Column, format_number, markdown_table, mean_and_spread
@@ -36,10 +37,11 @@ class Comparison:
     runs: dict[str, list]  # variant -> its finished MLflow runs, in seed order
     parent_run_id: str | None
     reference: str | None = None
-    differences: dict[str, dict[str, Difference]] = field(default_factory=dict)  # variant -> column -> difference
+    differences: dict[str, dict[str, Interval]] = field(default_factory=dict)  # variant -> column -> difference
     chance: dict[str, float | None] = field(default_factory=dict)
     items: dict[str, int] = field(default_factory=dict)  # column -> test items per seed
     notes: list[str] = field(default_factory=list)
+    verdicts: list[Verdict] = field(default_factory=list)
 
     def markdown(self) -> str:
         table = markdown_table(self.rows, self.columns, first="variant", seeds=True)
@@ -48,6 +50,8 @@ class Comparison:
         parts = [table]
         if self.differences:
             parts.append(self.difference_table())
+        if self.verdicts:
+            parts.append(verdict_table(self.verdicts))
         parts += [f"- {note}" for note in self.notes]
         if paper := self.paper_table():
             parts.append(paper)
@@ -93,7 +97,7 @@ class Comparison:
         return path
 
 
-def format_difference(difference: Difference | None) -> str:
+def format_difference(difference: Interval | None) -> str:
     if difference is None:
         return "n/a"
     star = " *" if difference.excludes_zero else ""
@@ -157,8 +161,8 @@ def scored_items(uri: str, run, benchmark: str, directory: Path) -> ScoredItems 
     return ScoredItems.read(path)
 
 
-def add_uncertainty(comparison: Comparison, uri: str, replicates: int = REPLICATES) -> None:
-    """Chance levels, test items and differences from the reference, from each run's per-entry results."""
+def fetch_items(comparison: Comparison, uri: str) -> dict[tuple[str, str], list[ScoredItems | None]]:
+    """(variant, benchmark) -> each run's per-entry results, in the runs' (seed) order."""
     benchmarks = sorted({c.key.split(".", 1)[0] for c in comparison.columns if "." in c.key})
     with tempfile.TemporaryDirectory() as scratch:
         items = {(variant, benchmark): [scored_items(uri, run, benchmark, Path(scratch) / run.info.run_id) for run in runs]
@@ -167,35 +171,56 @@ def add_uncertainty(comparison: Comparison, uri: str, replicates: int = REPLICAT
     if without:
         comparison.notes.append(f"no per-entry results kept for {', '.join(without)} (runs evaluated before they were): "
                                 "no chance level, test items or interval for them")
+    return items
+
+
+def seeds_of(comparison: Comparison, items: dict, benchmark: str) -> dict[str, dict]:
+    """variant -> {seed: ScoredItems} for ``benchmark``, from the runs that kept per-entry results."""
+    found: dict[str, dict] = {}
+    for variant, runs in comparison.runs.items():
+        kept = items.get((variant, benchmark), [])
+        found[variant] = {run.data.tags.get(SEED_TAG): x for run, x in zip(runs, kept) if x is not None}
+    return found
+
+
+def add_chance_and_items(comparison: Comparison, items: dict) -> None:
     for column in [c for c in comparison.columns if "." in c.key]:
         benchmark, rest = column.key.split(".", 1)
-        kept = [x for (variant, b), found in items.items() if b == benchmark for x in found if x is not None]
+        kept = [x for (_, b), found in items.items() if b == benchmark for x in found if x is not None]
         if kept:
             comparison.chance[column.key] = chance_level(kept[0].entries, rest)
             comparison.items[column.key] = len(kept[0].units())
+
+
+def add_differences(comparison: Comparison, items: dict, replicates: int) -> None:
+    """Each variant minus the reference, per column, over the seeds both ran."""
     reference = comparison.reference
     if reference is not None and not comparison.runs.get(reference):
         comparison.notes.append(f"the reference variant {reference} has no finished runs: no differences")
-    if replicates <= 0 or not comparison.runs.get(reference):
         return
-    for variant, runs in comparison.runs.items():
-        if variant == reference or not runs:
-            continue
-        for benchmark in benchmarks:
-            mine, theirs = paired_seeds(comparison, items, variant, benchmark)
-            rests = [c.key.split(".", 1)[1] for c in comparison.columns if c.key.startswith(benchmark + ".")]
-            found = paired_differences(mine, theirs, rests, replicates)
+    for benchmark in sorted({b for _, b in items}):
+        seeds = seeds_of(comparison, items, benchmark)
+        rests = [c.key.split(".", 1)[1] for c in comparison.columns if c.key.startswith(benchmark + ".")]
+        theirs = seeds.get(reference, {})
+        for variant, mine in seeds.items():
+            shared = sorted(set(mine) & set(theirs), key=str)
+            if variant == reference or not shared:
+                continue
+            found = paired_differences([mine[s] for s in shared], [theirs[s] for s in shared], rests, replicates)
             comparison.differences.setdefault(variant, {}).update({f"{benchmark}.{k}": d for k, d in found.items()})
 
 
-def paired_seeds(comparison: Comparison, items: dict, variant: str, benchmark: str) -> tuple[list, list]:
-    """The variant's and the reference's results for the seeds both ran, in the same order."""
-    def by_seed(name):
-        runs, found = comparison.runs[name], items[(name, benchmark)]
-        return {run.data.tags.get(SEED_TAG): x for run, x in zip(runs, found) if x is not None}
-    mine, theirs = by_seed(variant), by_seed(comparison.reference)
-    seeds = sorted(set(mine) & set(theirs), key=str)
-    return [mine[s] for s in seeds], [theirs[s] for s in seeds]
+def add_uncertainty(comparison: Comparison, uri: str, replicates: int = REPLICATES) -> None:
+    """Chance levels, test items, differences from the reference and the expectations' verdicts, from each
+    run's per-entry results."""
+    items = fetch_items(comparison, uri)
+    add_chance_and_items(comparison, items)
+    if replicates <= 0:
+        return
+    add_differences(comparison, items, replicates)
+    for expectation in comparison.experiment.expectations:
+        seeds = seeds_of(comparison, items, expectation.column.split(".", 1)[0])
+        comparison.verdicts.append(judge(expectation, seeds, comparison.chance.get(expectation.column), replicates))
 
 
 def bar_chart(comparison: Comparison, path: Path) -> Path:
