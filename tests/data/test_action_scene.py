@@ -192,3 +192,47 @@ def test_an_existing_suite_is_never_written_over(tmp_path):
     with pytest.raises(RecipeError, match="holds files but no suite manifest.json"):
         ensure_synthetic_suite(elsewhere)
     assert (tmp_path / "notes" / "mine.txt").read_text() == "keep"
+
+
+@pytest.mark.parametrize("action", ["swimming", "running", "walking"])
+def test_a_travelling_clip_played_backwards_is_a_clip_of_the_other_direction(action):
+    """The order family's premise (zoo.data.action_scene.calibration): position(d, u) equals position(-d, 1 - u)
+    with swimming's wave phase mirrored, p' = pi - 2 pi 1.2 s - p; so a time average cannot tell the directions."""
+    seconds = 2.0
+    actor = random_actor(np.random.default_rng(3))
+    actor.direction = 1
+    mirrored = random_actor(np.random.default_rng(3))
+    mirrored.direction = -1
+    mirrored.phase = math.pi - 2 * math.pi * 1.2 * seconds - actor.phase
+    for u in np.linspace(0, 1, 17):
+        assert position(action, actor, u, seconds) == pytest.approx(position(action, mirrored, 1 - u, seconds), abs=1e-9)
+
+
+def test_skiing_reversed_is_never_drawn_so_it_has_no_order_question():
+    actor = random_actor(np.random.default_rng(3))
+    start, end = position("skiing", actor, 0.0, 2.0), position("skiing", actor, 1.0, 2.0)
+    assert end[1] > start[1]  # it always descends: the reversal (climbing) is no skiing clip
+
+
+def test_calibration_files_have_known_answers_and_a_balanced_presence_split(suite):
+    from zoo.data.action_scene.calibration import TRAVELLING
+
+    test = json.loads((suite / "test_calibration.json").read_text())
+    binary = json.loads((suite / "test_binary.json").read_text())
+    families = {family: [e for e in test if e["task_type"] == family] for family in ("order", "presence", "control")}
+    assert all(families.values()) and len(test) == sum(map(len, families.values()))
+    assert all(e["task"] == "multiple_choice" and len(e["candidates"]) == 2 and e["answer"] in e["candidates"] for e in test)
+    assert all(e["meta"]["action"] in TRAVELLING for e in families["order"])
+    presence = [e["answer"] for e in families["presence"]]
+    assert presence.count("yes") == presence.count("no") > 0
+    assert all((e["answer"] == "no") == (e["meta"]["action"] is None) for e in families["presence"])
+    # Order answers agree with the boxes the grounding file records for the same video.
+    grounding = {e["video"]: e for e in json.loads((suite / "test_grounding.json").read_text()) if e["task"] == "spatiotemporal_grounding"}
+    for entry in families["order"]:
+        boxes = grounding[entry["video"]]["target"]["boxes"]
+        travel = (boxes[-1][1][0] + boxes[-1][1][2]) / 2 - (boxes[0][1][0] + boxes[0][1][2]) / 2
+        assert entry["answer"] == ("to the right" if travel > 0 else "to the left")
+    assert {e["video"] for e in binary} >= {e["video"] for e in test}
+    train = json.loads((suite / "train_calibration.json").read_text())
+    assert len(train) == len(json.loads((suite / "train.json").read_text()))
+    assert all(e["task"] == "conversation" and len(e["conversations"]) in (4, 6) for e in train)

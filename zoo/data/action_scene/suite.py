@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from zoo.data.action_scene.calibration import calibration_conversation, calibration_entries
 from zoo.data.action_scene.questions import (
     Clip, binary_entries, choice_entry, grounding_entries, open_entry, training_conversation,
 )
@@ -25,7 +26,7 @@ from zoo.data.writer import write_video
 TEST_SPLITS = ("usual", "unusual", "scene_only")
 # Bumped whenever drawing or annotations change: a suite on disk of another version is redrawn,
 # never silently reused (2: actors large enough for a 32 x 32 encoder input).
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3  # 3: the calibration files
 
 
 @dataclass
@@ -173,6 +174,35 @@ def write_annotations(clips: list[Clip], seed: int, out: Path) -> dict[str, int]
         if clip.action is not None:
             files["test_mc.json"].append(choice_entry(clip, rng, "action"))
         files["test_grounding.json"] += grounding_entries(clip, rng)
+    files.update(calibration_files(clips, seed))
     for name, entries in files.items():
         (out / name).write_text(json.dumps(entries, indent=1, sort_keys=True))
     return {name: len(entries) for name, entries in files.items()}
+
+
+def calibration_files(clips: list[Clip], seed: int) -> dict[str, list[dict]]:
+    """The calibration families (zoo.data.action_scene.calibration), from a random stream of their own."""
+    rng = np.random.default_rng([seed, 3])
+    files: dict[str, list[dict]] = {"train_calibration.json": [], "test_calibration.json": []}
+    for clip in clips:
+        if clip.split == "train":
+            files["train_calibration.json"].append(calibration_conversation(clip, rng))
+        else:
+            files["test_calibration.json"] += calibration_entries(clip, rng)
+    files["test_calibration.json"] = balanced_presence(files["test_calibration.json"])
+    return files
+
+
+def balanced_presence(entries: list[dict]) -> list[dict]:
+    """As many "no one there" as "someone there" presence questions (the first of each, in video order), so
+    that answering the training prior ("yes": most training videos have an actor) scores chance, not above."""
+    presence = [e for e in entries if e.get("task_type") == "presence"]
+    each = min(sum(e["answer"] == "yes" for e in presence), sum(e["answer"] == "no" for e in presence))
+    kept, counts = [], {"yes": 0, "no": 0}
+    for entry in entries:
+        if entry.get("task_type") == "presence":
+            if counts[entry["answer"]] >= each:
+                continue
+            counts[entry["answer"]] += 1
+        kept.append(entry)
+    return kept
