@@ -86,3 +86,23 @@ def test_data_probe_prints_what_the_reader_sees_or_the_error(video, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "zoo.cli", "data", "probe", str(tmp_path / "nope.mp4")],
                          capture_output=True, text=True, cwd=REPO, timeout=120)
     assert bad.returncode == 2 and "file not found" in bad.stderr  # status 2, as documented
+
+
+def test_frame_order_reverses_or_shuffles_the_frames_a_sample_gets(direction_dataset, build_tiny):
+    """Calibration's broken variants: the same entry, its frames as filmed, reversed, and shuffled (the same
+    permutation every time, from the entry's id)."""
+    from zoo.data.dataset import build_dataset
+    from zoo.data.sampling import frame_order
+
+    assert frame_order(4, "reversed", "x") == [3, 2, 1, 0]
+    assert sorted(frame_order(8, "shuffled", "clip001")) == list(range(8)) and frame_order(8, "shuffled", "clip001") != list(range(8))
+    assert frame_order(8, "shuffled", "clip001") == frame_order(8, "shuffled", "clip001") != frame_order(8, "shuffled", "clip002")
+    annotations = direction_dataset(count=2, frames=8)
+    model = build_tiny(frames=8)
+    seen = {}
+    for order in ("time", "reversed", "shuffled"):
+        recipe = model.recipe
+        video = type(recipe.data.video)(**{**recipe.data.video.__dict__, "frames": 8, "frame_order": order})
+        seen[order] = build_dataset(recipe, model, annotations, video_spec=video)[1].pixels
+    assert torch.equal(seen["reversed"], seen["time"].flip(0))
+    assert torch.equal(seen["shuffled"], seen["time"][frame_order(8, "shuffled", "clip001")])

@@ -55,6 +55,8 @@ class VideoSpec:
     local_frames: int = bounded(16, ge=1)  # global_local: frames that keep their own tokens
     reader: Literal["decord", "pyav"] = "decord"
     resize: Literal["resize_crop", "pad", "squash"] = "resize_crop"
+    # time (as filmed), reversed, shuffled: the last two break a model's use of frame order (calibration)
+    frame_order: Literal["time", "reversed", "shuffled"] = "time"
 
 
 @dataclass

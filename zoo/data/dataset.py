@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 from zoo.data.formats import AnnotationError, load_entries
 from zoo.data.grounding import DECIMAL, GROUNDING_TASKS, GroundingStyle, grounding_answer
 from zoo.data.reader import VideoError, open_reader
-from zoo.data.sampling import frame_indices
+from zoo.data.sampling import frame_indices, frame_order
 from zoo.data.transforms import FramePreprocess
 from zoo.data.batch import VideoBatch, VideoSample, collate
 from zoo.data.prompting import ConversationError, EncodedConversation, encode
@@ -107,6 +107,8 @@ class ConversationDataset(Dataset):
             if self.skip_bad_videos:
                 return SkippedSample(f"{where}: {error}", entry.get("id"))
             raise VideoError(f"{where}: {error}") from None
+        if self.video_spec.frame_order != "time":
+            frames = frames[frame_order(len(frames), self.video_spec.frame_order, str(entry.get("id", index)))]
         conversation = self.encode_text(index)
         turns = entry["conversations"]
         instruction_ids = self.encode_instruction(conversation.question)

@@ -6,11 +6,18 @@
 - global_local: T uniform frames for the global stream; ``local_positions`` says which R of
   them keep their own tokens (ST-LLM: T = 64, R = 16).
 - fixed: the first T frames, the last one repeated for short videos.
+
+``frame_order`` then arranges the frames read: ``time`` (as filmed), ``reversed``, or ``shuffled`` (a
+permutation drawn from the entry's id, the same on every epoch and machine). The last two are calibration
+tools: a model that uses the order of frames must lose what needs it (zoo.data.action_scene.calibration).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+
+import numpy as np
 
 from zoo.data.reader import VideoInfo
 
@@ -40,3 +47,15 @@ def frame_indices(info: VideoInfo, video_spec) -> list[int]:
     if sampler == "fixed":
         return fixed_indices(info.frames, video_spec.frames)
     raise ValueError(f"unknown frame sampler {sampler!r}; samplers: uniform, fps, global_local, fixed")
+
+
+def frame_order(count: int, order: str, key: str) -> list[int]:
+    """Positions of the frames read, in the order the model gets them."""
+    if order == "time":
+        return list(range(count))
+    if order == "reversed":
+        return list(range(count - 1, -1, -1))
+    if order == "shuffled":
+        seed = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little")
+        return [int(i) for i in np.random.default_rng(seed).permutation(count)]
+    raise ValueError(f"unknown frame_order {order!r}; orders: time, reversed, shuffled")
