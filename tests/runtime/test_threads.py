@@ -122,10 +122,13 @@ def test_a_compute_command_takes_its_share_and_leaves_the_registry(sibling, regi
         return choice
 
     monkeypatch.setattr(threads.ThreadPolicy, "register", register)
+    torch.set_num_threads(3)
+    threads_before = torch.get_num_threads()
     assert cli_main(["build", str(recipe)]) == 0
     process, _ = sibling
     assert seen == [(max(1, threads.usable_cores() // 2), sorted([f"{process.pid}.pid", f"{os.getpid()}.pid"]))]
     assert [p.name for p in registry.iterdir()] == [f"{process.pid}.pid"]  # released when the command ended
+    assert torch.get_num_threads() == threads_before  # and the calling process has its own setting back
 
 
 def test_the_users_omp_setting_leaves_torch_alone(registry, monkeypatch):

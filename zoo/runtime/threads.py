@@ -118,6 +118,7 @@ class ThreadPolicy:
         self.file = self.directory / f"{os.getpid()}.pid"
         self.checked = 0.0
         self.choice: ThreadChoice | None = None
+        self.before = torch.get_num_threads()  # given back on release (a CLI command run inside a longer process)
 
     def register(self) -> ThreadChoice:
         start = process_start(os.getpid())
@@ -140,6 +141,8 @@ class ThreadPolicy:
 
     def release(self) -> None:
         self.file.unlink(missing_ok=True)
+        if self.choice is not None and not self.choice.fixed:
+            torch.set_num_threads(self.before)
 
 
 _policy: ThreadPolicy | None = None

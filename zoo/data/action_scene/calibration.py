@@ -46,7 +46,9 @@ def two_way(clip: Clip, rng: np.random.Generator, family: str, question: str, tr
     candidates = list(options) if rng.random() < 0.5 else list(reversed(options))
     letter = "AB"[candidates.index(truth)]
     listed = " ".join(f"({'AB'[i]}) {c}" for i, c in enumerate(candidates))
-    return _entry(clip, f"cal.{family}", "multiple_choice", f"{question} {listed}", f"({letter}) {truth}",
+    # The reply is the option itself, not its letter: the letter's place is random, and a tiny model that has to
+    # look the letter up in the question measures that lookup instead of what it saw.
+    return _entry(clip, f"cal.{family}", "multiple_choice", f"{question} {listed}", truth,
                   candidates=candidates, answer=truth, answer_letter=letter, task_type=family)
 
 
