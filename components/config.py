@@ -19,6 +19,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import yaml
+
 from components import registry
 from components.errors import UserError
 
@@ -28,6 +30,23 @@ FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 class RecipeError(UserError, ValueError):
     """A recipe that cannot be used, with the key and the file that set it."""
+
+
+class NumbersLoader(yaml.SafeLoader):
+    """YAML 1.1 reads ``1e-6`` (no dot) as a string; YAML 1.2 and every researcher read a number. Free-form
+    mappings (an HF config's ``rms_norm_eps``) have no type to convert it back, so the loader reads it right."""
+
+
+NumbersLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(text: str):
+    """``yaml.safe_load`` with YAML 1.2's reading of exponent-only floats (``1e-6``)."""
+    return yaml.load(text, Loader=NumbersLoader)
 
 
 def bounded(default, **bounds):

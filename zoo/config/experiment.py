@@ -26,7 +26,7 @@ from typing import Any, Literal
 import yaml
 
 from zoo.config.recipe import Recipe, _load_chain, apply_overrides, recipe_from_dict
-from components.config import RecipeError, Sources, validate
+from components.config import RecipeError, Sources, load_yaml, validate
 
 
 @dataclass
@@ -96,7 +96,7 @@ def load_experiment(path: str | Path) -> Experiment:
     if not path.is_file():
         raise RecipeError(f"{path}: experiment file not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = load_yaml(path.read_text()) or {}
     except yaml.YAMLError as error:
         raise RecipeError(f"{path}: not valid YAML: {error}") from None
     experiment = validate(Experiment, data, "", Sources(default=str(path)))

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import yaml
 
-from components.config import ComponentSpec, RecipeError, Sources, bounded, component, to_plain, validate
+from components.config import ComponentSpec, RecipeError, Sources, bounded, component, load_yaml, to_plain, validate
 from components import registry
 import hashlib
 import json
@@ -225,7 +225,7 @@ def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise RecipeError(f"{path}: recipe file not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path.read_text())
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -310,7 +310,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not sep or not key:
         raise RecipeError(f"--set {text}: an override is key=value, for example --set model.mask=causal")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return key, value

@@ -24,7 +24,7 @@ import yaml
 from safetensors import SafetensorError
 from safetensors.torch import load_model, save_file
 
-from components.config import RecipeError, Sources
+from components.config import RecipeError, Sources, load_yaml
 from components.weights import CheckpointError
 from zoo.config.recipe import Recipe, apply_overrides, recipe_from_dict
 from zoo.model.checkpoint_import import coverage
@@ -129,7 +129,7 @@ def read_checkpoint_recipe(directory) -> dict:
     if not recipe_file.is_file() or not (directory / WEIGHTS).is_file():
         raise CheckpointError(f"{directory}: not an STZoo checkpoint (recipe.yaml and {WEIGHTS} are expected)")
     try:
-        data = yaml.safe_load(recipe_file.read_text())
+        data = load_yaml(recipe_file.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as error:
         raise CheckpointError(f"{recipe_file}: unreadable ({type(error).__name__}); the checkpoint is damaged: "
                               "copy it again from where it was saved") from None
