@@ -109,6 +109,14 @@ def comparison(servers: local.LocalServers) -> str:
     return markdown_table(rows, COLUMNS, first="recipe (tiny)")
 
 
+def shell_exports(servers: local.LocalServers) -> str:
+    """What another shell needs to reach these servers: without it, runs:/ID and stzoo compare look in a
+    local MLflow store of their own. (RAY_ADDRESS is left to `ray job submit --address`: an http:// address
+    in the environment would also be read by ray.init, which wants the cluster's own address.)"""
+    return (f"export MLFLOW_TRACKING_URI={servers.mlflow_url} STZOO_HOME={HOME}\n"
+            f"  ray job submit --address {servers.dashboard_url} --working-dir . -- python -m ray_jobs.train RECIPE")
+
+
 def run() -> int:
     started = time.time()
     servers = servers_up()
@@ -119,6 +127,7 @@ def run() -> int:
     say(comparison(servers))
     say(f"\nMLflow UI: {servers.mlflow_url}/#/experiments  (experiment '{EXPERIMENT}')")
     say(f"Ray dashboard: {servers.dashboard_url}")
+    say(f"To use these runs from another shell (stzoo eval runs:/ID, stzoo compare, ray job submit):\n  {shell_exports(servers)}")
     say(f"All of it took {(time.time() - started) / 60:.1f} min; the servers keep running. Stop them with: make down")
     return 0 if all(results.values()) else 1
 
