@@ -17,8 +17,7 @@ from pathlib import Path
 import ray
 
 from zoo.cli.arguments import plugin_list
-from zoo.launch.ray_train import ray_thread_ceiling
-from zoo.runtime.threads import apply_thread_policy, release_threads
+from zoo.runtime.threads import apply_thread_policy, ceiling_of, release_threads
 import zoo.runs.tracking as tracking
 from zoo.runs.run_recipe import log_benchmarks
 
@@ -26,7 +25,7 @@ from zoo.runs.run_recipe import log_benchmarks
 def evaluate_remote(reference: str, benchmarks: dict[str, str], run_id: str | None, uri: str,
                     plugins: list[str]) -> dict[str, float]:
     """On whichever node runs the task: evaluate, and log metrics and result files to the run, if any."""
-    apply_thread_policy(ceiling=ray_thread_ceiling())
+    apply_thread_policy(ceiling=ceiling_of(ray.get_runtime_context().get_assigned_resources().get("CPU")))
     try:
         return log_benchmarks(tracking.load_model(reference, plugins=plugins), uri, run_id, benchmarks)
     finally:

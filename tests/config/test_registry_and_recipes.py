@@ -12,7 +12,7 @@ import yaml
 from components import registry
 from tests.helpers import REPO, tiny_recipe
 from zoo.config.recipe import load_recipe, recipe_from_dict
-from components.config import RecipeError
+from components.config import RecipeError, load_yaml
 
 EXPECTED = {
     "encoder": {"clip", "blip2_qformer", "siglip", "timm"},
@@ -158,9 +158,6 @@ def test_an_override_assigns_a_mapping_rather_than_merging_it(tmp_path):
 
 def test_exponent_only_numbers_are_numbers_in_free_form_mappings_too(tmp_path):
     """YAML 1.1 reads 1e-6 as a string; an HF config's rms_norm_eps has no declared type to turn it back."""
-    from components.config import load_yaml
-    from zoo.config.recipe import load_recipe
-
     assert load_yaml("a: 1e-6\nb: 1.0e-6\nc: 2E3\nd: 1e5a\ne: '1e-6'") == {"a": 1e-6, "b": 1e-6, "c": 2000.0, "d": "1e5a", "e": "1e-6"}
     recipe = load_recipe("recipes/tiny/baseline.yaml", ["model.llm.config.rms_norm_eps=1e-6"])
     assert recipe.model.llm.options.config["rms_norm_eps"] == 1e-6

@@ -16,6 +16,7 @@ from components.config import RecipeError
 
 from tests.helpers import REPO
 from zoo.data.action_scene import SuiteOptions, generate_suite
+from zoo.data.action_scene.calibration import TRAVELLING
 from zoo.data.action_scene.render import position, random_actor, render
 from zoo.data.action_scene.vocabulary import ACTIONS, SCENES, USUAL_ACTION
 from zoo.data.formats import load_entries
@@ -214,17 +215,16 @@ def test_skiing_reversed_is_never_drawn_so_it_has_no_order_question():
     assert end[1] > start[1]  # it always descends: the reversal (climbing) is no skiing clip
 
 
-def test_calibration_files_have_known_answers_and_a_balanced_presence_split(suite):
-    from zoo.data.action_scene.calibration import TRAVELLING
-
+def test_calibration_files_have_known_answers_and_balanced_families(suite):
     test = json.loads((suite / "test_calibration.json").read_text())
     binary = json.loads((suite / "test_binary.json").read_text())
     families = {family: [e for e in test if e["task_type"] == family] for family in ("order", "presence", "control")}
     assert all(families.values()) and len(test) == sum(map(len, families.values()))
     assert all(e["task"] == "multiple_choice" and len(e["candidates"]) == 2 and e["answer"] in e["candidates"] for e in test)
     assert all(e["meta"]["action"] in TRAVELLING for e in families["order"])
-    presence = [e["answer"] for e in families["presence"]]
-    assert presence.count("yes") == presence.count("no") > 0
+    for family, options in (("presence", ("yes", "no")), ("control", ("yes", "no")), ("order", ("to the left", "to the right"))):
+        answers = [e["answer"] for e in families[family]]
+        assert answers.count(options[0]) == answers.count(options[1]) > 0, family
     assert all((e["answer"] == "no") == (e["meta"]["action"] is None) for e in families["presence"])
     # Order answers agree with the boxes the grounding file records for the same video.
     grounding = {e["video"]: e for e in json.loads((suite / "test_grounding.json").read_text()) if e["task"] == "spatiotemporal_grounding"}

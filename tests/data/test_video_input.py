@@ -13,7 +13,8 @@ import torch
 from tests.helpers import REPO, moving_square_frames
 from zoo.data.reader import VideoError, open_reader
 from components.compressors.st_llm_masking import local_positions
-from zoo.data.sampling import fixed_indices, fps_count, uniform_indices
+from zoo.data.dataset import build_dataset
+from zoo.data.sampling import fixed_indices, fps_count, frame_order, uniform_indices
 from zoo.data.transforms import FramePreprocess
 from zoo.data.writer import write_video
 
@@ -91,9 +92,6 @@ def test_data_probe_prints_what_the_reader_sees_or_the_error(video, tmp_path):
 def test_frame_order_reverses_or_shuffles_the_frames_a_sample_gets(direction_dataset, build_tiny):
     """Calibration's broken variants: the same entry, its frames as filmed, reversed, and shuffled (the same
     permutation every time, from the entry's id)."""
-    from zoo.data.dataset import build_dataset
-    from zoo.data.sampling import frame_order
-
     assert frame_order(4, "reversed", "x") == [3, 2, 1, 0]
     assert sorted(frame_order(8, "shuffled", "clip001")) == list(range(8)) and frame_order(8, "shuffled", "clip001") != list(range(8))
     assert frame_order(8, "shuffled", "clip001") == frame_order(8, "shuffled", "clip001") != frame_order(8, "shuffled", "clip002")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from zoo.evaluation.bootstrap import ScoredItems, draws, metric_intervals, paired_differences, resampled_items, strata
-from zoo.evaluation.chance import chance_level
+from zoo.evaluation.chance import chance_level, column_items
 from zoo.evaluation.metrics.scoring import aggregate, flatten_metrics, score, write_results
 
 
@@ -129,3 +129,24 @@ def test_a_metric_interval_covers_the_binomial(tmp_path):
     found = metric_intervals([items], ["multiple_choice.accuracy"], replicates=2000, seed=5)["multiple_choice.accuracy"]
     half_width = 1.96 * 100 * math.sqrt(0.25 * 0.75 / 400)
     assert found.value == 25.0 and (found.high - found.low) / 2 == pytest.approx(half_width, rel=0.1)
+
+
+def test_seeds_share_the_draws_of_the_items_they_share(tmp_path):
+    """Seeds are scored on the same items: three copies of one seed carry no more evidence than one."""
+    entries = choices(200, 2)
+    one = items_of(entries, {e["id"]: "(A)" if i % 2 else "(B)" for i, e in enumerate(entries)}, tmp_path)
+    alone = metric_intervals([one], ["multiple_choice.accuracy"], replicates=500)["multiple_choice.accuracy"]
+    thrice = metric_intervals([one, one, one], ["multiple_choice.accuracy"], replicates=500)["multiple_choice.accuracy"]
+    assert (thrice.low, thrice.high) == (alone.low, alone.high) and thrice.seeds == 3
+
+
+def test_a_rare_task_type_keeps_its_size_in_every_draw_and_columns_count_their_own_items(tmp_path):
+    entries = choices(97, 4) + choices(3, 4, "rare")
+    items = items_of(entries, {e["id"]: "(A)" if i % 3 else "(B)" for i, e in enumerate(entries)}, tmp_path)
+    found = metric_intervals([items], ["multiple_choice.by_task_type.rare", "multiple_choice.accuracy"], replicates=300)
+    rare = found["multiple_choice.by_task_type.rare"]
+    assert not math.isnan(rare.low) and rare.items == 3 and found["multiple_choice.accuracy"].items == 100
+    pairs = binary_pairs(4) + binary_pairs(2, "scene_only")
+    assert column_items(pairs, "binary.unusual.action") == 4 and column_items(pairs, "binary.avg") == 6
+    assert column_items(pairs, "binary.single_question_accuracy.scene_only.action") == 4
+    assert chance_level(pairs, "binary.single_question_accuracy.usual.action") is None

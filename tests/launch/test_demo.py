@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from zoo.launch import demo
+from zoo.launch.demo import HOME, shell_exports
+from zoo.launch.servers import LocalServers
 
 
 def test_the_demo_finds_its_recipes_and_names_their_runs():
@@ -12,9 +14,6 @@ def test_the_demo_finds_its_recipes_and_names_their_runs():
 
 
 def test_the_demo_says_what_another_shell_needs_to_reach_its_servers():
-    from zoo.launch.demo import HOME, shell_exports
-    from zoo.launch.servers import LocalServers
-
     servers = LocalServers(home=str(HOME), mlflow_url="http://127.0.0.1:5123", dashboard_url="http://127.0.0.1:8266")
     assert shell_exports(servers).splitlines() == [
         f"export MLFLOW_TRACKING_URI=http://127.0.0.1:5123 STZOO_HOME={HOME}",

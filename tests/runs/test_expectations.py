@@ -35,7 +35,9 @@ def test_the_good_variant(seeds, expect, than, held):
 
 
 def test_guessing_is_at_chance_and_two_guessers_are_not_told_apart(seeds):
-    assert judge(Expectation("guess", COLUMN, "chance"), seeds, 25.0, 300).held is True
+    assert judge(Expectation("guess", COLUMN, "chance", margin=7.5), seeds, 25.0, 300).held is True
+    # 300 items put the interval about +-4.9 points around 25: not within +-3, so no evidence of "at chance".
+    assert judge(Expectation("guess", COLUMN, "chance", margin=3.0), seeds, 25.0, 300).held is False
     assert judge(Expectation("guess", COLUMN, "above_chance"), seeds, 25.0, 300).held is False
     # 25% against another 24%: the interval of the difference straddles 0, so neither "above" nor "below" holds.
     above = judge(Expectation("guess", COLUMN, "above", "guess2"), seeds, 25.0, 300)

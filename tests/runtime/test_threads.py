@@ -131,9 +131,23 @@ def test_a_compute_command_takes_its_share_and_leaves_the_registry(sibling, regi
     assert torch.get_num_threads() == threads_before  # and the calling process has its own setting back
 
 
-def test_the_users_omp_setting_leaves_torch_alone(registry, monkeypatch):
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+@pytest.mark.parametrize("variable", ["STZOO_THREADS", "OMP_NUM_THREADS"])
+def test_the_users_setting_is_applied_as_it_is_and_given_back(registry, monkeypatch, variable):
+    monkeypatch.setenv(variable, "1")
     torch.set_num_threads(2)
     choice = threads.apply_thread_policy()
-    assert choice.fixed and torch.get_num_threads() == 2
+    assert choice.fixed and torch.get_num_threads() == 1  # torch itself never reads STZOO_THREADS
     assert [p.name for p in registry.iterdir()] == [f"{os.getpid()}.pid"]  # still counted by the others
+    threads.release_threads()
+    assert torch.get_num_threads() == 2
+
+
+def test_a_ray_workers_ceiling_is_its_assigned_cpus_or_the_users_fewer():
+    assert threads.ceiling_of(4.0, {}) == 4 and threads.ceiling_of(None, {}) == 1 and threads.ceiling_of(0.5, {}) == 1
+    assert threads.ceiling_of(4.0, {"OMP_NUM_THREADS": "2"}) == 2 and threads.ceiling_of(2.0, {"OMP_NUM_THREADS": "8"}) == 2
+
+
+def test_a_registration_being_written_is_not_removed_by_a_reader(registry):
+    registry.mkdir(parents=True)
+    (registry / f"{os.getpid()}.pid").write_text("")  # as a non-atomic write would leave it for a moment
+    assert threads.live_registrations(registry) == 0 and (registry / f"{os.getpid()}.pid").exists()

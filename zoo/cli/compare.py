@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from components.config import RecipeError
 from zoo.config.experiment import load_experiment
 from zoo.runs.compare import REPLICATES, compare
 
@@ -26,11 +27,13 @@ def run(args) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     experiment = load_experiment(args.experiment)
     out = Path(args.out or f"experiments/results/{experiment.name}_{args.scale}")
+    if args.check and args.bootstrap <= 0:
+        raise RecipeError("stzoo compare: --check judges expectations on bootstrap intervals; give --bootstrap N > 0")
     comparison = compare(experiment, args.scale, out, replicates=args.bootstrap)
     print(comparison.markdown())
     print(f"\nwritten to {out}/ (table.md, table.csv, metrics.png, training_loss.png)")
-    unheld = [v for v in comparison.verdicts if v.held is not True]
-    if args.check and (unheld or len(comparison.verdicts) < len(experiment.expectations)):
-        print(f"{len(unheld)} of {len(experiment.expectations)} expectations not held or not measured")
+    held = sum(verdict.held is True for verdict in comparison.verdicts)
+    if args.check and held < len(experiment.expectations):
+        print(f"{len(experiment.expectations) - held} of {len(experiment.expectations)} expectations not held or not measured")
         return 1
     return 0

@@ -43,13 +43,14 @@ class Variant:
 class Expectation:
     """What a comparison must show, written before the runs: ``variant``'s ``column`` lies ``above`` or ``below``
     the variant ``than`` (the 95% interval of the paired difference excludes 0 that way), at ``chance`` (its
-    interval contains the column's chance level) or ``above_chance`` (its interval lies above it)."""
+    interval lies within the column's chance level +- ``margin``) or ``above_chance`` (its interval lies above it)."""
 
     variant: str
     column: str
     expect: Literal["above", "below", "chance", "above_chance"]
     than: str | None = None
     why: str = ""
+    margin: float = 5.0  # chance: the whole interval within chance +- margin points (a wide interval is no evidence)
 
 
 @dataclass

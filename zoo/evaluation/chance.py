@@ -1,4 +1,5 @@
-"""Chance level of a benchmark column: what a model answering at random scores, from the entries themselves.
+"""Chance level of a benchmark column (what a model answering at random scores) and the number of test items
+the column counts, from the entries themselves.
 
 - UNSCENE pair columns (``binary.<split>.<aspect>``, ``binary.avg``): a pair scores only when each of its
   yes/no questions is right, so a coin per question scores 0.5^questions per pair (25 for pairs of two);
@@ -21,7 +22,8 @@ def binary_chance(entries: list[dict], rest: str) -> float | None:
     if not binary:
         return None
     if rest.startswith("single_question_accuracy."):
-        return 50.0
+        column = rest[len("single_question_accuracy."):]
+        return 50.0 if any(column_of(entry) == column for entry in binary) else None
     by_column: dict[str, list[float]] = {}
     for members in group_pairs(binary).values():
         by_column.setdefault(column_of(members[0]), []).append(100.0 * 0.5 ** len(members))
@@ -56,3 +58,23 @@ def chance_level(entries: list[dict], column: str) -> float | None:
     if task == "multiple_choice":
         return multiple_choice_chance(entries, rest)
     return None
+
+
+def column_items(entries: list[dict], column: str) -> int:
+    """How many test items ``column`` (without the benchmark prefix) is computed over: UNSCENE pairs for a pair
+    column (the paper's three for ``avg``), questions for the others, within the column's split or type."""
+    task, _, rest = column.partition(".")
+    mine = [entry for entry in entries if entry.get("task") == task]
+    if task == "binary":
+        questions = rest.startswith("single_question_accuracy.")
+        name = rest.removeprefix("single_question_accuracy.")
+        wanted = set(PAPER_COLUMNS) if name == "avg" else {name}
+        chosen = [entry for entry in mine if column_of(entry) in wanted]
+        return len(chosen) if questions else len({entry.get("pair_id") for entry in chosen})
+    if task == "multiple_choice" and rest.startswith("by_task_type."):
+        return sum((entry.get("task_type") or "unspecified") == rest[len("by_task_type."):] for entry in mine)
+    if task == "open_ended" and rest.count(".") == 1:
+        split, aspect = rest.split(".")
+        return sum(entry.get("split", "all") == split and (aspect == "action" or entry["targets"].get("action") is not None)
+                   for entry in mine)
+    return len(mine)

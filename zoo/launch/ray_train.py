@@ -28,7 +28,7 @@ import zoo.runs.tracking as tracking
 from zoo.runs.run_recipe import StageResult
 from zoo.training.stages import Stage
 from zoo.training.trainer import Trainer
-from zoo.runtime.threads import apply_thread_policy, release_threads, user_threads
+from zoo.runtime.threads import apply_thread_policy, ceiling_of, release_threads
 
 
 def say(line: str) -> None:
@@ -76,17 +76,11 @@ def worker_trainer(config: dict, rank: int, world: int, device: torch.device) ->
                    output_dir=scratch, progress=False, on_checkpoint=on_checkpoint, step_offset=config["first_step"])
 
 
-def ray_thread_ceiling() -> int:
-    """The CPUs Ray assigned this worker (it writes them as OMP_NUM_THREADS unless the user set that)."""
-    assigned = ray.get_runtime_context().get_assigned_resources().get("CPU") or 1
-    return min(max(1, int(assigned)), user_threads(os.environ) or max(1, int(assigned)))
-
-
 def worker_loop(config: dict) -> None:
     """What every Ray Train worker runs."""
     # No logging set-up here: Ray Train routes print() through the root logger it configures, and a
     # second root handler would print every line twice.
-    apply_thread_policy(ceiling=ray_thread_ceiling())
+    apply_thread_policy(ceiling=ceiling_of(ray.get_runtime_context().get_assigned_resources().get("CPU")))
     context = ray.train.get_context()
     rank, world, local = context.get_world_rank(), context.get_world_size(), context.get_local_rank()
     device = torch.device(f"cuda:{local}") if config["recipe"]["scaling"]["use_gpu"] else torch.device("cpu")

@@ -18,11 +18,13 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mlflow.exceptions import MlflowException
+
 import zoo.runs.tracking as tracking
 from components.config import RecipeError
 from zoo.config.experiment import Experiment
 from zoo.evaluation.bootstrap import REPLICATES, Interval, ScoredItems, paired_differences
-from zoo.evaluation.chance import chance_level
+from zoo.evaluation.chance import chance_level, column_items
 from zoo.runs.expectations import Verdict, judge, verdict_table
 from zoo.runs.plots import plot_loss_curves
 from zoo.runs.sweep import EXPERIMENT_TAG, SCALE_TAG, SEED_TAG, VARIANT_TAG
@@ -156,7 +158,7 @@ def scored_items(uri: str, run, benchmark: str, directory: Path) -> ScoredItems 
     """The run's per-entry results on ``benchmark`` (eval/BENCHMARK/predictions.jsonl), None when not kept."""
     try:
         path = tracking.client(uri).download_artifacts(run.info.run_id, f"eval/{benchmark}/predictions.jsonl", str(directory))
-    except Exception:  # MLflow raises several types for an artifact that is not there
+    except (MlflowException, OSError):  # the run kept no such file
         return None
     return ScoredItems.read(path)
 
@@ -189,7 +191,7 @@ def add_chance_and_items(comparison: Comparison, items: dict) -> None:
         kept = [x for (_, b), found in items.items() if b == benchmark for x in found if x is not None]
         if kept:
             comparison.chance[column.key] = chance_level(kept[0].entries, rest)
-            comparison.items[column.key] = len(kept[0].units())
+            comparison.items[column.key] = column_items(kept[0].entries, rest)
 
 
 def add_differences(comparison: Comparison, items: dict, replicates: int) -> None:

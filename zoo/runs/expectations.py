@@ -1,9 +1,10 @@
 """An experiment's expectations checked against its runs: held, not held, or not measured, with the evidence.
 
 ``above`` / ``below``: the 95% interval of the paired difference (variant minus ``than``, over the seeds
-both ran) lies wholly above / below 0. ``chance``: the variant's own 95% interval contains the column's
-chance level. ``above_chance``: that interval lies wholly above it. An interval too wide to decide is
-"not held", never "held": a calibration passes only on evidence.
+both ran) lies wholly above / below 0. ``chance``: the variant's own 95% interval lies within the column's
+chance level +- ``margin`` points (so too few items cannot pass it). ``above_chance``: that interval lies
+wholly above it. An interval too wide to decide is "not held", never "held": a calibration passes only on
+evidence.
 """
 
 from __future__ import annotations
@@ -50,8 +51,11 @@ def judge(expectation: Expectation, seeds: dict[str, list], chance: float | None
     found = metric_intervals([mine[s] for s in sorted(mine, key=str)], [rest], replicates).get(rest)
     if found is None:
         return Verdict(expectation, None, f"{expectation.column} is not among {expectation.variant}'s metrics")
-    held = found.low <= chance <= found.high if expectation.expect == "chance" else found.low > chance
-    return Verdict(expectation, held, f"{expectation.variant} = {interval_text(found)}; chance {chance:.2f}")
+    if expectation.expect == "chance":
+        held = chance - expectation.margin <= found.low and found.high <= chance + expectation.margin
+        return Verdict(expectation, held, f"{expectation.variant} = {interval_text(found)}; chance {chance:.2f} "
+                                          f"+- {expectation.margin:g}")
+    return Verdict(expectation, found.low > chance, f"{expectation.variant} = {interval_text(found)}; chance {chance:.2f}")
 
 
 def statement(expectation: Expectation) -> str:

@@ -9,8 +9,8 @@ directory of PID files; its share is the usable cores divided by the live regist
 and it re-reads the directory every few seconds while it runs, so a run started beside it makes both
 shrink and a finished one lets the other grow back.
 
-The user's own setting wins: with OMP_NUM_THREADS (or STZOO_THREADS) in the environment the policy
-only registers, so others count it, and sets nothing. Inside a Ray worker, where Ray itself writes
+The user's own setting wins: with STZOO_THREADS (or OMP_NUM_THREADS) in the environment the process
+uses that many threads, and registers so that others count it. Inside a Ray worker, where Ray itself writes
 OMP_NUM_THREADS as the CPUs it assigned, that value is the ceiling of the share instead.
 DataLoader workers need nothing: torch gives each one thread, and the decoders are opened with one.
 """
@@ -74,6 +74,8 @@ def live_registrations(directory: Path) -> int:
             pid, start = int(file.stem), file.read_text().strip()
         except (OSError, ValueError):
             continue
+        if not start:
+            continue  # never written whole (files are moved into place), so not ours to judge
         if process_start(pid) == start:
             live += 1
         else:
@@ -85,7 +87,7 @@ def live_registrations(directory: Path) -> int:
 class ThreadChoice:
     threads: int
     reason: str
-    fixed: bool  # the user's own setting: the policy leaves torch's threads alone
+    fixed: bool  # the user's own setting: applied as it is, never re-divided
 
 
 def user_threads(environ) -> int | None:
@@ -124,7 +126,9 @@ class ThreadPolicy:
         start = process_start(os.getpid())
         if start is not None:  # without /proc there is no registry: the process takes the whole machine
             self.directory.mkdir(parents=True, exist_ok=True)
-            self.file.write_text(start)
+            staged = self.file.with_suffix(".tmp")  # another process never reads a half-written file
+            staged.write_text(start)
+            os.replace(staged, self.file)
         return self.refresh(force=True)
 
     def refresh(self, force: bool = False) -> ThreadChoice:
@@ -135,13 +139,13 @@ class ThreadPolicy:
         self.checked = now
         sharing = max(1, live_registrations(self.directory)) if self.directory.is_dir() else 1
         self.choice = choose_threads(self.cores, sharing, self.environ, self.ceiling)
-        if not self.choice.fixed and torch.get_num_threads() != self.choice.threads:
+        if torch.get_num_threads() != self.choice.threads:  # torch reads OMP_NUM_THREADS, never STZOO_THREADS
             torch.set_num_threads(self.choice.threads)
         return self.choice
 
     def release(self) -> None:
         self.file.unlink(missing_ok=True)
-        if self.choice is not None and not self.choice.fixed:
+        if self.choice is not None:
             torch.set_num_threads(self.before)
 
 
@@ -168,3 +172,10 @@ def release_threads() -> None:
     if _policy is not None:
         _policy.release()
         _policy = None
+
+
+def ceiling_of(assigned_cpus: float | None, environ=None) -> int:
+    """A Ray worker's most threads: the CPUs Ray assigned it, or fewer if the user's environment says so
+    (Ray writes OMP_NUM_THREADS as the assigned CPUs unless the user set it)."""
+    assigned = max(1, int(assigned_cpus or 1))
+    return min(assigned, user_threads(os.environ if environ is None else environ) or assigned)

@@ -8,13 +8,13 @@ Each is a two-option multiple-choice question (chance 50%), ``task_type`` naming
   model that averages over time sees inputs of the same distribution for both answers and must sit at
   chance; one that keeps frame order need not. Skiing is left out: its actor always descends, so the
   reversed clip (climbing) is never drawn and a time average could tell the directions apart.
-- ``presence``: "Is there a person in the video?" (scene-only clips: no); the test file keeps as many "no"
-  as "yes" questions, so the training prior ("yes") scores chance.
+- ``presence``: "Is there a person in the video?" (scene-only clips: no).
 - ``control``: a question about something no video shows ("Was this filmed on a weekday?"), its answer
   drawn at random: every model must sit at chance, and one above it learns the answer from elsewhere (the
   text, the position of the question, a leak).
 
-They are written to their own files (train_calibration.json, test_calibration.json) from their own random
+The test file keeps, per family, as many questions of each answer, so that always giving one answer (or the
+training prior: most training videos have an actor) scores chance. They are written to their own files (train_calibration.json, test_calibration.json) from their own random
 stream, so the suite's other files are the same as without them.
 """
 

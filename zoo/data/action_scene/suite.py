@@ -189,20 +189,21 @@ def calibration_files(clips: list[Clip], seed: int) -> dict[str, list[dict]]:
             files["train_calibration.json"].append(calibration_conversation(clip, rng))
         else:
             files["test_calibration.json"] += calibration_entries(clip, rng)
-    files["test_calibration.json"] = balanced_presence(files["test_calibration.json"])
+    files["test_calibration.json"] = balanced(files["test_calibration.json"])
     return files
 
 
-def balanced_presence(entries: list[dict]) -> list[dict]:
-    """As many "no one there" as "someone there" presence questions (the first of each, in video order), so
-    that answering the training prior ("yes": most training videos have an actor) scores chance, not above."""
-    presence = [e for e in entries if e.get("task_type") == "presence"]
-    each = min(sum(e["answer"] == "yes" for e in presence), sum(e["answer"] == "no" for e in presence))
-    kept, counts = [], {"yes": 0, "no": 0}
+def balanced(entries: list[dict]) -> list[dict]:
+    """Per family, as many questions of each answer (the first of each, in video order): answering one option
+    always, or the training prior ("yes, someone is there"), then scores chance, not the answers' imbalance."""
+    counts: dict[tuple, int] = {}
     for entry in entries:
-        if entry.get("task_type") == "presence":
-            if counts[entry["answer"]] >= each:
-                continue
-            counts[entry["answer"]] += 1
-        kept.append(entry)
+        counts[(entry["task_type"], entry["answer"])] = counts.get((entry["task_type"], entry["answer"]), 0) + 1
+    each = {family: min(n for (f, _), n in counts.items() if f == family) for family, _ in counts}
+    kept, taken = [], {}
+    for entry in entries:
+        key = (entry["task_type"], entry["answer"])
+        if taken.get(key, 0) < each[entry["task_type"]]:
+            taken[key] = taken.get(key, 0) + 1
+            kept.append(entry)
     return kept
