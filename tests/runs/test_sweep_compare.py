@@ -118,7 +118,10 @@ def test_stzoo_compare_agrees_with_the_logged_runs(swept):
     assert lines[0].startswith("| variant | seeds |") and any(line.startswith("| causal | 2 |") for line in lines)
     chance = next(line for line in lines if line.startswith("| chance |")).split("|")
     assert chance[3].strip() == "n/a" and 20.0 <= float(chance[4]) <= 50.0  # open-ended has none; MC: 1/candidates
-    assert next(line for line in lines if line.startswith("| test items per seed |")).split("|")[3:5] == [" 6 ", " 6 "]
+    # Items per column: the open-ended column counts the usual-split entries among the 6 evaluated, MC all 6.
+    first_six = json.loads((swept["tmp_path"] / "suite" / "test_open.json").read_text())[:6]
+    usual = sum(entry["split"] == "usual" for entry in first_six)
+    assert next(line for line in lines if line.startswith("| test items per seed |")).split("|")[3:5] == [f" {usual} ", " 6 "]
     assert "Difference from causal" in compared.stdout
     difference = next(line for line in lines[lines.index(next(l for l in lines if l.startswith("Difference"))):]
                       if line.startswith("| frame_block |"))
