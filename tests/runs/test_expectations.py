@@ -9,9 +9,13 @@ from components.config import RecipeError
 from tests.evaluation.test_bootstrap import choices, items_of
 from tests.helpers import REPO
 from zoo.config.experiment import Expectation, load_experiment
-from zoo.runs.expectations import judge, verdict_table
+from zoo.runs.expectations import Estimates, judge, verdict_table
 
 COLUMN = "mc.multiple_choice.accuracy"
+
+
+def judged(expectation, seeds, chance, replicates):
+    return judge(expectation, Estimates({"mc": seeds}, [COLUMN], replicates), chance)
 
 
 @pytest.fixture
@@ -30,25 +34,25 @@ def seeds(tmp_path):
     ("chance", None, False), ("above_chance", None, True),
 ])
 def test_the_good_variant(seeds, expect, than, held):
-    verdict = judge(Expectation("good", COLUMN, expect, than), seeds, chance=25.0, replicates=300)
+    verdict = judged(Expectation("good", COLUMN, expect, than), seeds, 25.0, 300)
     assert verdict.held is held, verdict.evidence
 
 
 def test_guessing_is_at_chance_and_two_guessers_are_not_told_apart(seeds):
-    assert judge(Expectation("guess", COLUMN, "chance", margin=7.5), seeds, 25.0, 300).held is True
+    assert judged(Expectation("guess", COLUMN, "chance", margin=7.5), seeds, 25.0, 300).held is True
     # 300 items put the interval about +-4.9 points around 25: not within +-3, so no evidence of "at chance".
-    assert judge(Expectation("guess", COLUMN, "chance", margin=3.0), seeds, 25.0, 300).held is False
-    assert judge(Expectation("guess", COLUMN, "above_chance"), seeds, 25.0, 300).held is False
+    assert judged(Expectation("guess", COLUMN, "chance", margin=3.0), seeds, 25.0, 300).held is False
+    assert judged(Expectation("guess", COLUMN, "above_chance"), seeds, 25.0, 300).held is False
     # 25% against another 24%: the interval of the difference straddles 0, so neither "above" nor "below" holds.
-    above = judge(Expectation("guess", COLUMN, "above", "guess2"), seeds, 25.0, 300)
+    above = judged(Expectation("guess", COLUMN, "above", "guess2"), seeds, 25.0, 300)
     assert above.held is False and above.evidence.startswith("guess - guess2 = 1.00 [")
-    assert judge(Expectation("guess", COLUMN, "below", "guess2"), seeds, 25.0, 300).held is False
+    assert judged(Expectation("guess", COLUMN, "below", "guess2"), seeds, 25.0, 300).held is False
 
 
 def test_what_cannot_be_measured_is_said_so(seeds):
-    assert judge(Expectation("absent", COLUMN, "chance"), seeds, 25.0, 50).held is None
-    assert judge(Expectation("good", COLUMN, "chance"), seeds, None, 50).evidence == f"{COLUMN} has no chance level"
-    table = verdict_table([judge(Expectation("good", COLUMN, "above_chance", why="it reads the answer"), seeds, 25.0, 50)])
+    assert judged(Expectation("absent", COLUMN, "chance"), seeds, 25.0, 50).held is None
+    assert judged(Expectation("good", COLUMN, "chance"), seeds, None, 50).evidence == f"{COLUMN} has no chance level"
+    table = verdict_table([judged(Expectation("good", COLUMN, "above_chance", why="it reads the answer"), seeds, 25.0, 50)])
     assert "1 of 1 held" in table and "| good above chance on mc.multiple_choice.accuracy | held | good = 90.00 [" in table
 
 
@@ -81,5 +85,5 @@ def test_a_paired_comparison_tells_apart_what_unpaired_means_could_not(seeds, tm
     entries = choices(300, 4)
     nested = {seed: items_of(entries, {e["id"]: "(A)" if (i + seed) % 100 < 24 else "(B)" for i, e in enumerate(entries)},
                              tmp_path, f"nested{seed}") for seed in (0, 1)}
-    verdict = judge(Expectation("guess", COLUMN, "above", "nested"), {**seeds, "nested": nested}, 25.0, 300)
+    verdict = judged(Expectation("guess", COLUMN, "above", "nested"), {**seeds, "nested": nested}, 25.0, 300)
     assert verdict.held is True, verdict.evidence

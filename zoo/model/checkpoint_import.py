@@ -37,8 +37,8 @@ class ImportReport:
     merged: list[str] = field(default_factory=list)  # model weights a LoRA adapter's B @ A was added to
     lora_factors: int = 0  # the lora_A / lora_B tensors those deltas came from
 
-    def add(self, other: "ImportReport", loaded: list[str]) -> None:
-        self.loaded += loaded
+    def add(self, other: "ImportReport") -> None:
+        self.loaded += other.loaded
         self.skipped += other.skipped
         self.unexpected += other.unexpected
 
@@ -137,6 +137,7 @@ def map_release(model, path, state: dict[str, torch.Tensor], layout: str | None)
         mapped = {k: v for k, v in state.items() if k in model_state}
         report = ImportReport(unexpected=[k for k in state if k not in model_state])
     check_shapes(path, mapped, model_state, report)
+    report.loaded = sorted(mapped)
     return mapped, report
 
 
@@ -167,16 +168,17 @@ def import_checkpoints(model, paths: list[str | Path]) -> ImportReport:
     patterns = ("*.json", "*.safetensors", "*.bin", "*.pth")
     directories = [local_directory(str(path), "model.init_from", patterns) for path in paths]
     total = ImportReport()
-    for path in [p for p in directories if not is_lora_release(p)]:
+    adapters = [p for p in directories if is_lora_release(p)]
+    for path in [p for p in directories if p not in adapters]:
         mapped, report = map_release(model, path, *read_release(path))
         copy_into(model, mapped)
-        total.add(report, loaded=sorted(mapped))
-    for path in [p for p in directories if is_lora_release(p)]:
+        total.add(report)
+    for path in adapters:
         release = read_lora_release(path)
         layout = release_layout(release.trainables) or "llava"  # LLaVA's train.py wrote it: its names unless they say otherwise
         mapped, report = map_release(model, path, release.trainables, layout)
         copy_into(model, mapped)
-        total.add(report, loaded=sorted(mapped))
+        total.add(report)
         total.merged += merge_lora(model, release, layout)
         total.lora_factors += release.factors
     covered = set(total.loaded)

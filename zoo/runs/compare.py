@@ -23,9 +23,9 @@ from mlflow.exceptions import MlflowException
 import zoo.runs.tracking as tracking
 from components.config import RecipeError
 from zoo.config.experiment import Experiment
-from zoo.evaluation.bootstrap import REPLICATES, Interval, ScoredItems, paired_differences
+from zoo.evaluation.bootstrap import REPLICATES, Interval, ScoredItems
 from zoo.evaluation.chance import chance_level, column_items
-from zoo.runs.expectations import Verdict, judge, verdict_table
+from zoo.runs.expectations import Estimates, Verdict, judge, verdict_table
 from zoo.runs.plots import plot_loss_curves
 from zoo.runs.sweep import EXPERIMENT_TAG, SCALE_TAG, SEED_TAG, VARIANT_TAG
 from zoo.runs.tables import Column, format_number, markdown_table, mean_and_spread
@@ -194,22 +194,19 @@ def add_chance_and_items(comparison: Comparison, items: dict) -> None:
             comparison.items[column.key] = column_items(kept[0].entries, rest)
 
 
-def add_differences(comparison: Comparison, items: dict, replicates: int) -> None:
+def add_differences(comparison: Comparison, estimates: Estimates) -> None:
     """Each variant minus the reference, per column, over the seeds both ran."""
     reference = comparison.reference
     if reference is not None and not comparison.runs.get(reference):
         comparison.notes.append(f"the reference variant {reference} has no finished runs: no differences")
         return
-    for benchmark in sorted({b for _, b in items}):
-        seeds = seeds_of(comparison, items, benchmark)
-        rests = [c.key.split(".", 1)[1] for c in comparison.columns if c.key.startswith(benchmark + ".")]
-        theirs = seeds.get(reference, {})
-        for variant, mine in seeds.items():
-            shared = sorted(set(mine) & set(theirs), key=str)
-            if variant == reference or not shared:
-                continue
-            found = paired_differences([mine[s] for s in shared], [theirs[s] for s in shared], rests, replicates)
-            comparison.differences.setdefault(variant, {}).update({f"{benchmark}.{k}": d for k, d in found.items()})
+    for variant, runs in comparison.runs.items():
+        if variant == reference or not runs:
+            continue
+        found = {c.key: estimates.difference(variant, reference, c.key) for c in comparison.columns if "." in c.key}
+        found = {key: difference for key, difference in found.items() if difference is not None}
+        if found:
+            comparison.differences[variant] = found
 
 
 def add_uncertainty(comparison: Comparison, uri: str, replicates: int = REPLICATES) -> None:
@@ -219,10 +216,12 @@ def add_uncertainty(comparison: Comparison, uri: str, replicates: int = REPLICAT
     add_chance_and_items(comparison, items)
     if replicates <= 0:
         return
-    add_differences(comparison, items, replicates)
+    benchmarks = sorted({benchmark for _, benchmark in items})
+    estimates = Estimates({b: seeds_of(comparison, items, b) for b in benchmarks}, [c.key for c in comparison.columns],
+                          replicates)
+    add_differences(comparison, estimates)
     for expectation in comparison.experiment.expectations:
-        seeds = seeds_of(comparison, items, expectation.column.split(".", 1)[0])
-        comparison.verdicts.append(judge(expectation, seeds, comparison.chance.get(expectation.column), replicates))
+        comparison.verdicts.append(judge(expectation, estimates, comparison.chance.get(expectation.column)))
 
 
 def bar_chart(comparison: Comparison, path: Path) -> Path:

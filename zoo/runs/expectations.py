@@ -30,32 +30,58 @@ def interval_text(interval: Interval) -> str:
     return f"{interval.value:.2f} [{interval.low:.2f}, {interval.high:.2f}] over {interval.seeds} seeds x {interval.items} items"
 
 
-def judge(expectation: Expectation, seeds: dict[str, list], chance: float | None, replicates: int = REPLICATES) -> Verdict:
-    """``seeds``: variant -> {seed: ScoredItems of the column's benchmark}, for the variants that ran."""
-    rest = expectation.column.split(".", 1)[1]
-    mine = seeds.get(expectation.variant) or {}
-    if not mine:
-        return Verdict(expectation, None, f"{expectation.variant} has no finished runs with per-entry results")
+class Estimates:
+    """Bootstrap intervals, computed once per (variant, other variant, benchmark) for all of the benchmark's
+    columns and read column by column: the difference table and the expectations share them."""
+
+    def __init__(self, seeds: dict[str, dict[str, dict]], columns: list[str], replicates: int = REPLICATES):
+        self.seeds = seeds  # benchmark -> variant -> {seed: ScoredItems}, for the runs that kept per-entry results
+        self.columns = columns
+        self.replicates = replicates
+        self.cache: dict[tuple, dict[str, Interval]] = {}
+
+    def rests(self, benchmark: str) -> list[str]:
+        return [column.split(".", 1)[1] for column in self.columns if column.startswith(benchmark + ".")]
+
+    def difference(self, variant: str, than: str, column: str) -> Interval | None:
+        """``variant`` minus ``than`` over the seeds both kept; None when they share none."""
+        benchmark, rest = column.split(".", 1)
+        key = (variant, than, benchmark)
+        if key not in self.cache:
+            mine, theirs = self.seeds.get(benchmark, {}).get(variant, {}), self.seeds.get(benchmark, {}).get(than, {})
+            shared = sorted(set(mine) & set(theirs), key=str)
+            self.cache[key] = paired_differences([mine[s] for s in shared], [theirs[s] for s in shared],
+                                                 self.rests(benchmark), self.replicates) if shared else {}
+        return self.cache[key].get(rest)
+
+    def value(self, variant: str, column: str) -> Interval | None:
+        benchmark, rest = column.split(".", 1)
+        key = (variant, None, benchmark)
+        if key not in self.cache:
+            mine = self.seeds.get(benchmark, {}).get(variant, {})
+            self.cache[key] = metric_intervals([mine[s] for s in sorted(mine, key=str)], self.rests(benchmark),
+                                               self.replicates) if mine else {}
+        return self.cache[key].get(rest)
+
+
+def judge(expectation: Expectation, estimates: Estimates, chance: float | None) -> Verdict:
+    column, variant = expectation.column, expectation.variant
     if expectation.expect in ("above", "below"):
-        theirs = seeds.get(expectation.than) or {}
-        shared = sorted(set(mine) & set(theirs), key=str)
-        if not shared:
-            return Verdict(expectation, None, f"no seed where both {expectation.variant} and {expectation.than} ran")
-        found = paired_differences([mine[s] for s in shared], [theirs[s] for s in shared], [rest], replicates).get(rest)
+        found = estimates.difference(variant, expectation.than, column)
         if found is None:
-            return Verdict(expectation, None, f"{expectation.column} is not among their metrics")
+            return Verdict(expectation, None, f"no seed where both {variant} and {expectation.than} kept per-entry "
+                                              f"results with {column}")
         held = found.low > 0 if expectation.expect == "above" else found.high < 0
-        return Verdict(expectation, held, f"{expectation.variant} - {expectation.than} = {interval_text(found)}")
+        return Verdict(expectation, held, f"{variant} - {expectation.than} = {interval_text(found)}")
     if chance is None:
-        return Verdict(expectation, None, f"{expectation.column} has no chance level")
-    found = metric_intervals([mine[s] for s in sorted(mine, key=str)], [rest], replicates).get(rest)
+        return Verdict(expectation, None, f"{column} has no chance level")
+    found = estimates.value(variant, column)
     if found is None:
-        return Verdict(expectation, None, f"{expectation.column} is not among {expectation.variant}'s metrics")
+        return Verdict(expectation, None, f"{variant} has no finished runs with per-entry results with {column}")
     if expectation.expect == "chance":
         held = chance - expectation.margin <= found.low and found.high <= chance + expectation.margin
-        return Verdict(expectation, held, f"{expectation.variant} = {interval_text(found)}; chance {chance:.2f} "
-                                          f"+- {expectation.margin:g}")
-    return Verdict(expectation, found.low > chance, f"{expectation.variant} = {interval_text(found)}; chance {chance:.2f}")
+        return Verdict(expectation, held, f"{variant} = {interval_text(found)}; chance {chance:.2f} +- {expectation.margin:g}")
+    return Verdict(expectation, found.low > chance, f"{variant} = {interval_text(found)}; chance {chance:.2f}")
 
 
 def statement(expectation: Expectation) -> str:
