@@ -163,9 +163,12 @@ def _convert(tp, value, path: str, sources: Sources):
             try:
                 return _convert(option, value, path, sources)
             except RecipeError as error:
-                errors.append(str(error))
-        if len(errors) == 1:
-            raise RecipeError(errors[0])
+                errors.append((option, str(error)))
+        # A mapping failed the one mapping option (or a list the one list option): that option's own error names
+        # the inner key, where "is not A | B" would not.
+        same_shape = [message for option, message in errors if _same_shape(option, value)]
+        if len(errors) == 1 or len(same_shape) == 1:
+            raise RecipeError(errors[0][1] if len(errors) == 1 else same_shape[0])
         _fail(sources, path, f"{_describe(value)} is not {_type_name(tp)}")
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
@@ -183,6 +186,16 @@ def _convert(tp, value, path: str, sources: Sources):
     if dataclasses.is_dataclass(tp):
         return _convert_dataclass(tp, value, path, sources)
     return _convert_scalar(tp, value, path, sources)
+
+
+def _same_shape(tp, value) -> bool:
+    """Whether ``value`` is a mapping where ``tp`` takes one, or a list where it takes a list."""
+    origin = typing.get_origin(tp) or tp
+    if isinstance(value, dict):
+        return origin is dict or dataclasses.is_dataclass(tp)
+    if isinstance(value, (list, tuple)):
+        return origin in (list, tuple)
+    return False
 
 
 def _convert_scalar(tp, value, path: str, sources: Sources):

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from zoo.cli.arguments import add_model_arguments, positive_int
+from zoo.config.recipe import ANNOTATION_FORMATS
 from zoo.evaluation.benchmark import evaluate
 from zoo.evaluation.metrics.scoring import flatten_metrics
 from zoo.runs.tracking import load_model
@@ -14,7 +15,10 @@ from zoo.runs.tracking import load_model
 def add_parser(subcommands) -> None:
     p = subcommands.add_parser("eval", help="evaluate a model on a benchmark annotation file")
     add_model_arguments(p)
-    p.add_argument("--benchmark", required=True, help="an annotation file in the STZoo schema")
+    p.add_argument("--benchmark", required=True, help="an annotation file (the STZoo schema unless --format says otherwise)")
+    p.add_argument("--format", choices=ANNOTATION_FORMATS,
+                   help="the benchmark file's format (default: the recipe's data.format for it, else stzoo); "
+                        "charades_sta reads each video's duration, mvbench videos are relative to the file")
     p.add_argument("--out", help="directory for results.json and predictions.jsonl")
     p.add_argument("--max-samples", type=positive_int, help="the first N entries only")
     p.add_argument("--skip-bad-videos", action="store_true",
@@ -26,7 +30,7 @@ def run(args) -> int:
     model = load_model(args.model, args.device, args.plugins)
     out = Path(args.out) if args.out else None
     results = evaluate(model, args.benchmark, out_dir=out, max_samples=args.max_samples, progress=True,
-                       skip_bad_videos=True if args.skip_bad_videos else None)
+                       skip_bad_videos=True if args.skip_bad_videos else None, annotation_format=args.format)
     for key, value in flatten_metrics(results).items():
         print(f"{key:<48} {value:.2f}")
     skipped = results.get("skipped_videos")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -68,6 +69,22 @@ class SyntheticSpec:
     videos: int = bounded(120, ge=1)
 
 
+ANNOTATION_FORMATS = ("stzoo", "llava", "videochat2", "mvbench", "charades_sta")
+AnnotationFormatName = Literal["stzoo", "llava", "videochat2", "mvbench", "charades_sta"]
+
+
+@dataclass
+class AnnotationFormat:
+    """How one annotation file is written; public formats are converted to the STZoo schema as they load."""
+
+    name: AnnotationFormatName = "stzoo"
+    # mvbench, charades_sta: the folder of the videos, relative to the annotation file's folder (MVBench keeps it
+    # in its task config, not in the JSON)
+    video_dir: str | None = None
+    durations: str | None = None  # charades_sta: a JSON {id: seconds} or Charades' CSV (None: read from each video)
+    task_type: str | None = None  # mvbench: the task's name in the tables (None: the file's stem)
+
+
 @dataclass
 class DataSpec:
     video: VideoSpec = field(default_factory=VideoSpec)
@@ -84,6 +101,23 @@ class DataSpec:
     # scheme has them (LAPE), decimals otherwise (zoo.data.grounding).
     grounding_style: Literal["auto", "decimal", "coordinate_tokens"] = "auto"
     max_samples: int | None = bounded(None, ge=1)  # the first N training entries (None: all)
+    # The annotation files' format: one name for every file, or per file a name or {name, video_dir, durations,
+    # task_type}, keyed by the file's path as written here or by its role ("train" or a data.eval name); files
+    # left out are in the STZoo schema.
+    format: AnnotationFormatName | dict[str, AnnotationFormatName | AnnotationFormat] = "stzoo"
+
+    def format_of(self, annotation_file) -> AnnotationFormat:
+        """The format of one of this recipe's annotation files: by its path, else by the role it plays."""
+        if isinstance(self.format, str):
+            return AnnotationFormat(self.format)
+        train = self.train if isinstance(self.train, list) else [self.train]
+        keys = [str(annotation_file), *[name for name, path in self.eval.items() if str(path) == str(annotation_file)]]
+        keys += ["train"] if str(annotation_file) in [str(path) for path in train] else []
+        for key in keys:
+            if key in self.format:
+                chosen = self.format[key]
+                return AnnotationFormat(chosen) if isinstance(chosen, str) else chosen
+        return AnnotationFormat()
 
 
 @dataclass
@@ -370,6 +404,23 @@ def recipe_from_dict(data: dict, sources: Sources | None = None, source: str | N
     return recipe
 
 
+def _check_format_keys(recipe: Recipe, sources: Sources) -> None:
+    """Every data.format key names a role or an annotation file of this recipe (its stages' files included)."""
+    data = recipe.data
+    files = [*(data.train if isinstance(data.train, list) else [data.train]), *data.eval.values()]
+    for stage in recipe.train.stages:
+        stage_train = stage.set.get("data.train")
+        files += stage_train if isinstance(stage_train, list) else [stage_train]
+    roles = ["train", *data.eval]
+    for key in data.format:
+        if key not in roles and key not in [str(path) for path in files if path]:
+            close = difflib.get_close_matches(key, roles + [str(path) for path in files if path], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise RecipeError(f"{sources.of(f'data.format.{key}')}: data.format.{key}: no annotation file of this recipe "
+                              f"is {key!r} or plays that role{hint}; keys are 'train', the names in data.eval "
+                              f"({', '.join(data.eval) or 'none'}) or the files' paths as the recipe writes them")
+
+
 def _check_consistency(recipe: Recipe, sources: Sources) -> None:
     video = recipe.data.video
     if video.min_frames > video.max_frames:
@@ -382,6 +433,8 @@ def _check_consistency(recipe: Recipe, sources: Sources) -> None:
             f"{sources.of('data.video.local_frames')}: data.video.local_frames ({video.local_frames}) is larger than "
             f"data.video.frames ({video.frames})"
         )
+    if isinstance(recipe.data.format, dict):
+        _check_format_keys(recipe, sources)
     if len(recipe.train.betas) != 2:
         raise RecipeError(f"{sources.of('train.betas')}: train.betas must hold two numbers, e.g. [0.9, 0.999]")
     if recipe.prompt.video_placeholder not in recipe.prompt.user and "{message}" not in recipe.prompt.user:

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from zoo.data.formats import AnnotationError, load_entries
+from zoo.config.recipe import AnnotationFormat
+from zoo.data.formats import AnnotationError, load_charades_sta, load_entries, load_llava_conversations, load_mvbench
 from zoo.data.grounding import DECIMAL, GROUNDING_TASKS, GroundingStyle, grounding_answer
 from zoo.data.reader import VideoError, open_reader
 from zoo.data.sampling import frame_indices, frame_order
@@ -33,8 +34,19 @@ class SkippedSample:
     entry_id: str | None = None
 
 
-def load_annotations(path: str | Path) -> list[dict]:
-    """A JSON list of entries in the STZoo schema (docs/data_format.md), checked entry by entry."""
+def load_annotations(path: str | Path, annotation_format: AnnotationFormat | None = None,
+                     reader: str = "decord") -> list[dict]:
+    """An annotation file as entries in the STZoo schema (docs/data_format.md), checked entry by entry: read as
+    the recipe's data.format says it is written (LLaVA, VideoChat2-IT, MVBench, Charades-STA or STZoo's own)."""
+    annotation_format = annotation_format or AnnotationFormat()
+    name = annotation_format.name
+    if name in ("llava", "videochat2"):
+        return load_llava_conversations(path, layout=name)
+    if name == "mvbench":
+        return load_mvbench(path, task_type=annotation_format.task_type, video_dir=annotation_format.video_dir)
+    if name == "charades_sta":
+        durations = data_path(annotation_format.durations) if annotation_format.durations else None
+        return load_charades_sta(path, durations, video_dir=annotation_format.video_dir, reader=reader)
     return load_entries(path)
 
 
@@ -129,7 +141,7 @@ def build_dataset(recipe, model, annotation_file: str | Path | list, for_generat
         combined = ConcatAnnotations(parts)
         return combined.truncated(max_samples) if max_samples else combined
     path = data_path(annotation_file)
-    entries = load_annotations(path)
+    entries = load_annotations(path, recipe.data.format_of(annotation_file), reader=(video_spec or recipe.data.video).reader)
     if recipe.data.train_tasks and not for_generation:
         entries = [e for e in entries if e.get("task") in recipe.data.train_tasks]
     if max_samples:

@@ -242,11 +242,16 @@ def read_json_list(path: Path) -> list:
 def load_entries(path: str | Path) -> list[dict]:
     """An annotation file in the STZoo schema, every entry checked and every id unique."""
     path = Path(path)
+    if path.suffix.lower() == ".txt" and path.is_file():
+        raise AnnotationError(f"{path} is a text file where a JSON list of STZoo entries was expected; for "
+                              "Charades-STA's 'VIDEO_ID START END##sentence' lines set data.format to charades_sta.")
     entries = read_json_list(path)
     first_index: dict[str, int] = {}
     for index, entry in enumerate(entries):
         where = entry_name(path, index, entry)
-        validate_entry(entry, where)
+        problem = entry_problem(entry)
+        if problem:
+            fail(where, problem + layout_hint(entry))
         if entry["id"] in first_index:
             fail(where, f"its id is already used by entry {first_index[entry['id']]}")
         first_index[entry["id"]] = index
@@ -254,11 +259,14 @@ def load_entries(path: str | Path) -> list[dict]:
 
 
 def llava_turns(turns, where: str) -> list[dict]:
-    """LLaVA conversation turns with the speaker aliases resolved; the schema check judges the rest."""
+    """LLaVA conversation turns with the speaker aliases resolved and LLaVA's ``<image>`` mark read as the
+    video's place (LLaVA-Video's data marks a video with the token its model swaps for visual features);
+    the schema check judges the rest."""
     if not isinstance(turns, list):
         fail(where, "'conversations' is not a list of turns")
-    return [{**turn, "from": SPEAKER_ALIASES.get(turn.get("from"), turn.get("from"))} if isinstance(turn, dict)
-            else turn for turn in turns]
+    return [{**turn, "from": SPEAKER_ALIASES.get(turn.get("from"), turn.get("from")),
+             **({"value": turn["value"].replace("<image>", "<video>")} if isinstance(turn.get("value"), str) else {})}
+            if isinstance(turn, dict) else turn for turn in turns]
 
 
 def videochat2_turns(qa, where: str) -> list[dict]:
@@ -281,9 +289,14 @@ def videochat2_turns(qa, where: str) -> list[dict]:
     return turns
 
 
-def load_llava_conversations(path: str | Path) -> list[dict]:
+INSTRUCTION_LAYOUTS = {"llava": "conversations", "videochat2": "QA"}
+
+
+def load_llava_conversations(path: str | Path, layout: str | None = None) -> list[dict]:
     """LLaVA / VideoChat2-IT instruction data as ``conversation`` entries (split "train").
 
+    ``layout`` ("llava" or "videochat2"), when given, is the one every entry must have, so a file
+    declared as one and written as the other is refused instead of read half-right.
     Entries without an id get "<file stem>_<index>"; a repeated id gets "_<index>" appended,
     because instruction sets repeat ids and training does not look them up.
     """
@@ -298,6 +311,9 @@ def load_llava_conversations(path: str | Path) -> list[dict]:
                  else f"'video' {item['video']!r} is not a path")
         if "conversations" in item and "QA" in item:
             fail(where, "the entry has both 'conversations' and 'QA', so which one to train on is unclear")
+        if layout and INSTRUCTION_LAYOUTS[layout] not in item:
+            fail(where, f"the entry has no {INSTRUCTION_LAYOUTS[layout]!r}, which data.format {layout} expects"
+                        f"{layout_hint(item)}")
         if "conversations" in item:
             turns = llava_turns(item["conversations"], where)
         elif "QA" in item:
@@ -314,6 +330,25 @@ def load_llava_conversations(path: str | Path) -> list[dict]:
         validate_entry(entry, where)
         entries.append(entry)
     return entries
+
+
+def public_layout(item) -> str | None:
+    """The public format an entry is written in, judged by its keys (None: none of them)."""
+    if not isinstance(item, dict):
+        return None
+    if "QA" in item:
+        return "videochat2"
+    if "candidates" in item and "question" in item:
+        return "mvbench"
+    if "conversations" in item and "task" not in item:
+        return "llava"
+    return None
+
+
+def layout_hint(item) -> str:
+    """Advice for an entry read in the wrong format ("; it looks like mvbench: set data.format ..."), or ""."""
+    name = public_layout(item)
+    return f"; the entry looks like the {name} format: set data.format (or data.format.ROLE) to {name}" if name else ""
 
 
 def mvbench_question(question: str, candidates: list[str]) -> str:

@@ -80,13 +80,16 @@ def generate_answers(model, dataset, stream: AnswerStream, batch_size: int = 1, 
 @torch.no_grad()
 def evaluate(model, annotation_file, out_dir: Path | None = None, max_samples: int | None = None,
              batch_size: int | None = None, max_new_tokens: int | None = None, progress: bool = False,
-             skip_bad_videos: bool | None = None) -> dict:
+             skip_bad_videos: bool | None = None, annotation_format: str | None = None) -> dict:
     """Metrics for one benchmark; with ``out_dir``, predictions.jsonl grows as answers come and results.json
     (and the scored predictions) are written at the end. ``skip_bad_videos`` (default: the recipe's
-    data.skip_bad_videos) leaves unreadable videos out of the scores and lists them in the results."""
+    data.skip_bad_videos) leaves unreadable videos out of the scores and lists them in the results.
+    ``annotation_format`` (default: what the recipe's data.format says for this file) names the file's format."""
     recipe = copy.deepcopy(model.recipe)
     if skip_bad_videos is not None:
         recipe.data.skip_bad_videos = skip_bad_videos
+    if annotation_format is not None:
+        recipe.data.format = annotation_format
     video_spec = recipe.eval.video or recipe.data.video
     dataset = build_dataset(recipe, model, annotation_file, for_generation=True, video_spec=video_spec,
                             max_samples=max_samples or recipe.eval.max_samples)
