@@ -3,14 +3,19 @@ resolve and data probe on a model trained here for a few steps."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import subprocess
+import time
 
 import pytest
+import transformers
 import yaml
 
-from tests.helpers import tiny_recipe, write_direction_task
+from tests.helpers import REPO, tiny_recipe, write_direction_task
 from zoo.cli import main
 from zoo.config.recipe import recipe_from_dict
+from zoo.model.video_llm import VideoLLM
 from zoo.training.trainer import Trainer
 
 
@@ -36,6 +41,26 @@ def test_eval_prints_the_metrics_and_writes_results(trained, tmp_path, capsys):
     results = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert 0 <= results["multiple_choice"]["accuracy"] <= 100
     assert len((tmp_path / "eval" / "predictions.jsonl").read_text().splitlines()) == 4
+
+
+def test_results_say_what_they_were_measured_on_as_lmms_eval_writes_it(trained, tmp_path):
+    root, model, test_file = trained
+    before = time.time()
+    assert main(["eval", str(model), "--benchmark", str(test_file), "--out", str(tmp_path / "eval"),
+                 "--max-samples", "3"]) == 0
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert results["multiple_choice"]["count"] == 3  # the scores stay where they were
+    assert results["model_source"] == str(model.resolve()) and results["config"]["model_args"] == f"pretrained={model.resolve()}"
+    assert results["config"]["gen_kwargs"]["max_new_tokens"] == 4 and results["config"]["limit"] == 3
+    assert results["recipe_fingerprint"] == VideoLLM.from_pretrained(model).recipe.fingerprint()
+    assert results["benchmark"] == {"file": str(test_file.resolve()), "format": "stzoo",
+                                    "sha256": hashlib.sha256(test_file.read_bytes()).hexdigest()}
+    assert results["video"]["frames"] == 8 and results["transformers_version"] == transformers.__version__
+    assert before <= results["date"] <= results["end_time"] <= time.time()
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    assert results["git_hash"] == (head.stdout.strip() or None)
+    assert results["package_versions"]["torch"] and results["chat_template_sha"] == hashlib.sha256(
+        results["chat_template"].encode()).hexdigest()
 
 
 def test_generate_streams_an_answer(trained, capsys):

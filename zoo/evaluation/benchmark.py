@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from pathlib import Path
 
 import torch
@@ -19,6 +20,8 @@ from zoo.data.dataset import SkippedSample, SkippingCollate, batches_of, build_d
 from zoo.data.reader import VideoError
 from zoo.runtime.threads import refresh_threads
 from zoo.evaluation.metrics.scoring import first_turn, flatten_metrics, score, write_results
+from zoo.evaluation.provenance import EvaluationSettings, provenance
+from components.config import to_plain
 from tqdm.auto import tqdm
 
 
@@ -91,13 +94,18 @@ def evaluate(model, annotation_file, out_dir: Path | None = None, max_samples: i
     if annotation_format is not None:
         recipe.data.format = annotation_format
     video_spec = recipe.eval.video or recipe.data.video
+    started = time.time()
     dataset = build_dataset(recipe, model, annotation_file, for_generation=True, video_spec=video_spec,
                             max_samples=max_samples or recipe.eval.max_samples)
     stream = AnswerStream(Path(out_dir) / "predictions.jsonl" if out_dir is not None else None, dataset.entries)
+    settings = EvaluationSettings(
+        model_source=model.source or "a model in memory (not loaded from a directory or run)",
+        batch_size=1 if video_spec.sampler == "fps" else batch_size or recipe.eval.batch_size,  # fps: frame counts differ
+        max_new_tokens=max_new_tokens or recipe.eval.max_new_tokens, limit=max_samples or recipe.eval.max_samples,
+        device=str(model.device), video=to_plain(video_spec), annotation_format=recipe.data.format_of(annotation_file).name)
     try:
-        predictions, skipped = generate_answers(
-            model, dataset, stream, max_new_tokens=max_new_tokens or recipe.eval.max_new_tokens, progress=progress,
-            batch_size=1 if video_spec.sampler == "fps" else batch_size or recipe.eval.batch_size)  # fps: frame counts differ
+        predictions, skipped = generate_answers(model, dataset, stream, max_new_tokens=settings.max_new_tokens,
+                                                progress=progress, batch_size=settings.batch_size)
     except VideoError as error:
         kept = f"the {stream.count} answers before it are in {stream.path}" if stream.path else "nothing was kept"
         raise VideoError(f"{error}; {kept}; --skip-bad-videos leaves such videos out and lists them") from None
@@ -108,7 +116,8 @@ def evaluate(model, annotation_file, out_dir: Path | None = None, max_samples: i
     if skipped:
         results["skipped_videos"] = {"count": len(skipped), "entries": [{"id": s.entry_id, "reason": s.reason} for s in skipped]}
     if out_dir is not None:
-        write_results(results, predictions, entries, out_dir)
+        ran_on = provenance(recipe, data_path(annotation_file), settings, started, time.time())
+        write_results(results, predictions, entries, out_dir, provenance=ran_on)
     return results
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from pathlib import Path
 from dataclasses import dataclass, field
 
 import torch
@@ -54,6 +55,7 @@ class VideoLLM(nn.Module):
                  position: PositionScheme, mask: MaskScheme, llm: nn.Module):
         super().__init__()
         self.recipe = recipe
+        self.source: str | None = None  # the directory or run it was loaded from (None: built here)
         self.encoder = encoder
         self.projector = projector
         self.visual_position = position.visual_hook()
@@ -193,6 +195,7 @@ class VideoLLM(nn.Module):
         of the plugin modules its recipe names, only those in ``plugins`` are imported."""
         model = build_model(checkpoint_recipe(directory, overrides, plugins), load_pretrained=False)
         load_weights(model, directory, device)
+        model.source = str(Path(directory).resolve())  # where evaluations say the model came from
         return model
 
 

@@ -288,7 +288,10 @@ def load_model(reference: str, device=None, plugins: list[str] | tuple[str, ...]
     """The model of a checkpoint directory or an MLflow run, on ``device`` (default: a GPU if there is one);
     ``plugins``: the modules the user trusts among those the checkpoint's recipe names."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    return VideoLLM.from_pretrained(model_directory(reference), device=device, plugins=plugins)
+    model = VideoLLM.from_pretrained(model_directory(reference), device=device, plugins=plugins)
+    if not Path(reference).exists():  # a run: named as such, not by the temporary folder its artifact came to
+        model.source = reference if reference.startswith("runs:/") else f"runs:/{reference}"
+    return model
 
 
 def download_model_artifact(reference: str) -> Path:

@@ -92,13 +92,15 @@ def first_turn(entry: dict, speaker: str) -> str | None:
 
 
 def write_results(results: dict, predictions: dict[str, str | None], entries: list[dict],
-                  out_dir: str | Path) -> tuple[Path, Path]:
-    """results.json (the metrics) and predictions.jsonl (one line per entry) in ``out_dir``; returns both paths."""
+                  out_dir: str | Path, provenance: dict | None = None) -> tuple[Path, Path]:
+    """results.json (the metrics, and beside them what they were measured on) and predictions.jsonl (one line
+    per entry) in ``out_dir``; returns both paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     samples = results.get("samples", {})
     metrics_path = out / "results.json"
-    metrics_path.write_text(json.dumps({k: v for k, v in results.items() if k != "samples"}, indent=2) + "\n")
+    written = {**{k: v for k, v in results.items() if k != "samples"}, **(provenance or {})}
+    metrics_path.write_text(json.dumps(written, indent=2) + "\n")
     predictions_path = out / "predictions.jsonl"
     with predictions_path.open("w") as handle:
         for entry in entries:
