@@ -9,6 +9,7 @@
     stzoo compare EXPERIMENT [--scale tiny]         the paper-style table of those runs
     stzoo attention MODEL --benchmark FILE          where answers look (spatial vs temporal tokens)
     stzoo generate MODEL --video V --prompt P       stream a model's answer about a video
+    stzoo export MODEL --out DIR                    a Hugging Face folder: whole model, the LM alone, peft adapters
     stzoo data probe VIDEO [--reader decord|pyav]
     stzoo data synth --out DIR [--seed S] [--videos N]
     stzoo sync [RUN_ID ...]                         send what runs kept while MLflow was away
@@ -30,8 +31,9 @@ from components.errors import UserError
 from zoo.runtime.threads import apply_thread_policy, release_threads
 
 # Commands that compute: each registers for its share of the cores (zoo/runtime/threads.py).
-COMPUTE_COMMANDS = ("build", "train", "eval", "sweep", "attention", "generate")
-COMMANDS = ("components", "resolve", "build", "train", "eval", "sweep", "compare", "attention", "generate", "data", "sync")
+COMPUTE_COMMANDS = ("build", "train", "eval", "sweep", "attention", "generate", "export")
+COMMANDS = ("components", "resolve", "build", "train", "eval", "sweep", "compare", "attention", "generate", "export", "data",
+            "sync")
 USER_ERRORS = (UserError, FileNotFoundError)
 
 

@@ -100,6 +100,7 @@ def evaluate(model, annotation_file, out_dir: Path | None = None, max_samples: i
     stream = AnswerStream(Path(out_dir) / "predictions.jsonl" if out_dir is not None else None, dataset.entries)
     settings = EvaluationSettings(
         model_source=model.source or "a model in memory (not loaded from a directory or run)",
+        recipe_fingerprint=model.recipe_fingerprint,
         batch_size=1 if video_spec.sampler == "fps" else batch_size or recipe.eval.batch_size,  # fps: frame counts differ
         max_new_tokens=max_new_tokens or recipe.eval.max_new_tokens, limit=max_samples or recipe.eval.max_samples,
         device=str(model.device), video=to_plain(video_spec), annotation_format=recipe.data.format_of(annotation_file).name)

@@ -61,6 +61,7 @@ class EvaluationSettings:
     """How the answers were produced: what a second evaluation must repeat to get the same scores."""
 
     model_source: str
+    recipe_fingerprint: str  # of the recipe the model was trained with, as its run logged it
     batch_size: int
     max_new_tokens: int
     limit: int | None
@@ -80,7 +81,7 @@ def provenance(recipe, annotation_file: Path, settings: EvaluationSettings, star
                    "gen_kwargs": {"max_new_tokens": settings.max_new_tokens, "temperature": 0.0, "do_sample": False}},
         "model_source": settings.model_source,
         "model_name": recipe.name,
-        "recipe_fingerprint": recipe.fingerprint(),
+        "recipe_fingerprint": settings.recipe_fingerprint,
         "benchmark": {"file": str(Path(annotation_file).resolve()), "sha256": file_sha256(annotation_file),
                       "format": settings.annotation_format},
         "video": settings.video,

@@ -1,11 +1,12 @@
 """save_pretrained / from_pretrained of a whole video LLM.
 
 A checkpoint directory is self-contained and loads offline:
-    model.safetensors   every weight (frozen encoder included)
+    model.safetensors   every weight (frozen encoder included); or, saved with a shard size,
+                        model-0000i-of-0000n.safetensors and model.safetensors.index.json as HF shards them
     recipe.yaml         the resolved recipe, each component's ``config`` replaced by the
                         full architecture it was built with
     tokenizer/          the LLM tokenizer; instruction_tokenizer/ for InstructBLIP encoders
-    stzoo.json          format version, component names, parameter counts
+    stzoo.json          format version, component names, parameter counts, the trained recipe's fingerprint
 Files are written to a temporary directory and renamed into place, so an interrupted
 save (a full disk, a killed job) never leaves a half-written checkpoint under the name.
 """
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import yaml
 from safetensors import SafetensorError
-from safetensors.torch import load_model, save_file
+from safetensors.torch import load_file, load_model, save_file
 
 from components.config import RecipeError, Sources, load_yaml
 from components.weights import CheckpointError
@@ -34,6 +35,7 @@ logger = logging.getLogger("stzoo.checkpoint")
 
 FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
+WEIGHTS_INDEX = "model.safetensors.index.json"  # HF's name for the map of sharded weights
 
 
 def self_contained_recipe(model) -> dict:
@@ -56,24 +58,29 @@ def _plain(value):
     return json.loads(json.dumps(value, default=str))
 
 
-def save_pretrained(model, directory) -> Path:
+def save_pretrained(model, directory, max_shard_bytes: int | None = None) -> Path:
+    """The checkpoint in ``directory``; with ``max_shard_bytes``, its weights in shards of at most that size
+    (a single tensor larger than that gets a shard of its own)."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
-        save_file(weights_to_save(model), str(staging / WEIGHTS), metadata={"format": "pt"})
+        write_weights(weights_to_save(model), staging, max_shard_bytes)
         (staging / "recipe.yaml").write_text(yaml.safe_dump(self_contained_recipe(model), sort_keys=False, width=100))
         if model.tokenizer is not None:
             model.tokenizer.save_pretrained(str(staging / "tokenizer"))
         if model.encoder.instruction_tokenizer is not None:
             model.encoder.instruction_tokenizer.save_pretrained(str(staging / "instruction_tokenizer"))
         params = sum(p.numel() for p in model.parameters())
-        info = {"format_version": FORMAT_VERSION, "components": model.recipe.component_names, "params": params}
+        # The fingerprint of the recipe trained, not of recipe.yaml: that one has every architecture written out,
+        # so it hashes differently, and evaluations must name the run's fingerprint.
+        info = {"format_version": FORMAT_VERSION, "components": model.recipe.component_names, "params": params,
+                "recipe_fingerprint": model.recipe_fingerprint}
         record = init_from_record(model)
         if record is not None:  # where the weights training started from came from (logged with the run's model)
             info["init_from"] = record
         (staging / "stzoo.json").write_text(json.dumps(info, indent=2))
-        _replace_directory(staging, directory)
+        replace_directory(staging, directory)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -108,7 +115,53 @@ def weights_to_save(model) -> dict:
     return weights
 
 
-def _replace_directory(staging: Path, directory: Path) -> None:
+def write_weights(weights: dict, directory: Path, max_shard_bytes: int | None = None) -> list[Path]:
+    """model.safetensors, or shards named and indexed as transformers names them when one file would pass
+    ``max_shard_bytes``; returns the files written."""
+    shards: list[dict] = [{}]
+    size = 0
+    for name, tensor in weights.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if max_shard_bytes and shards[-1] and size + nbytes > max_shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][name] = tensor
+        size += nbytes
+    if len(shards) == 1:
+        save_file(shards[0], str(directory / WEIGHTS), metadata={"format": "pt"})
+        return [directory / WEIGHTS]
+    files = [directory / f"model-{i:05d}-of-{len(shards):05d}.safetensors" for i in range(1, len(shards) + 1)]
+    for shard, file in zip(shards, files):
+        save_file(shard, str(file), metadata={"format": "pt"})
+    total = sum(t.numel() * t.element_size() for t in weights.values())
+    index = {"metadata": {"total_size": total},
+             "weight_map": {name: file.name for shard, file in zip(shards, files) for name in shard}}
+    (directory / WEIGHTS_INDEX).write_text(json.dumps(index, indent=2))
+    return files
+
+
+def load_shards(model, directory: Path, device: str) -> tuple[list[str], list[str]]:
+    """(missing, unexpected) after loading every shard the index names; a tied weight saved once counts as loaded
+    under each of its names, as safetensors' load_model counts it."""
+    try:
+        weight_map = json.loads((directory / WEIGHTS_INDEX).read_text())["weight_map"]
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise CheckpointError(f"{directory / WEIGHTS_INDEX}: not a shard index ({type(error).__name__}); the checkpoint "
+                              "is damaged: copy it again from where it was saved") from None
+    state = {}
+    for file in sorted(set(weight_map.values())):
+        state.update(load_file(str(directory / file), device=device))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    own = model.state_dict()
+    loaded = {_storage_of(own[name]) for name in state if name in own}
+    return [name for name in missing if _storage_of(own[name]) not in loaded], list(unexpected)
+
+
+def _storage_of(tensor) -> tuple:
+    return (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+
+
+def replace_directory(staging: Path, directory: Path) -> None:
     """Move ``staging`` to ``directory``; an existing checkpoint is swapped out only once the new one is complete."""
     old = None
     if directory.exists():
@@ -126,8 +179,9 @@ def read_checkpoint_recipe(directory) -> dict:
     recipe_file = directory / "recipe.yaml"
     if not directory.is_dir():
         raise CheckpointError(f"{directory}: no such checkpoint directory")
-    if not recipe_file.is_file() or not (directory / WEIGHTS).is_file():
-        raise CheckpointError(f"{directory}: not an STZoo checkpoint (recipe.yaml and {WEIGHTS} are expected)")
+    if not recipe_file.is_file() or not ((directory / WEIGHTS).is_file() or (directory / WEIGHTS_INDEX).is_file()):
+        raise CheckpointError(f"{directory}: not an STZoo checkpoint (recipe.yaml and {WEIGHTS} or {WEIGHTS_INDEX} "
+                              "are expected)")
     try:
         data = load_yaml(recipe_file.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as error:
@@ -172,18 +226,32 @@ def checkpoint_recipe(directory, overrides: dict | None = None, plugins: list[st
                               f"pass --plugins {','.join(skipped)} if you trust them") from None
 
 
-def load_weights(model, directory, device=None) -> None:
-    """The checkpoint's weights into ``model`` (rebuilt from ``checkpoint_recipe``), checked key by key."""
-    directory = Path(directory)
+def saved_fingerprint(directory) -> str | None:
+    """The fingerprint of the recipe the checkpoint was trained with (None for checkpoints saved before it was kept)."""
     try:
-        missing, unexpected = load_model(model, str(directory / WEIGHTS), strict=False, device=str(device or "cpu"))
+        return json.loads((Path(directory) / "stzoo.json").read_text()).get("recipe_fingerprint")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+
+
+def load_weights(model, directory, device=None) -> None:
+    """The checkpoint's weights (one file or HF-style shards) into ``model`` (rebuilt from ``checkpoint_recipe``),
+    checked key by key."""
+    directory = Path(directory)
+    sharded = (directory / WEIGHTS_INDEX).is_file() and not (directory / WEIGHTS).is_file()
+    where = directory / (WEIGHTS_INDEX if sharded else WEIGHTS)
+    try:
+        if sharded:
+            missing, unexpected = load_shards(model, directory, str(device or "cpu"))
+        else:
+            missing, unexpected = load_model(model, str(where), strict=False, device=str(device or "cpu"))
     except (SafetensorError, OSError) as error:
-        raise CheckpointError(f"{directory / WEIGHTS}: unreadable ({error}); the file is corrupt or truncated") from None
+        raise CheckpointError(f"{where}: unreadable ({error}); the file is corrupt or truncated") from None
     except RuntimeError as error:  # shape mismatches
-        raise CheckpointError(f"{directory / WEIGHTS} does not match the model its recipe describes: {error_reason(error, 300)}") from None
+        raise CheckpointError(f"{where} does not match the model its recipe describes: {error_reason(error, 300)}") from None
     if missing or unexpected:
         raise CheckpointError(
-            f"{directory / WEIGHTS} does not match the model its recipe describes: "
+            f"{where} does not match the model its recipe describes: "
             f"{len(missing)} missing (e.g. {sorted(missing)[:3]}) and {len(unexpected)} unexpected (e.g. {sorted(unexpected)[:3]}) weights"
         )
     if device is not None:

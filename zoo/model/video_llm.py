@@ -19,7 +19,7 @@ from components.masks.rendering import render_mask
 from components.positions.rotary import install_axis_rotary
 from components.token_metadata import TokenSequence, VisualTokens
 from zoo.model.assembler import assemble
-from zoo.model.checkpoint import checkpoint_recipe, load_weights, save_pretrained
+from zoo.model.checkpoint import checkpoint_recipe, load_weights, save_pretrained, saved_fingerprint
 from zoo.model.checkpoint_import import check_coverage, import_checkpoints
 from zoo.model.generation import generate
 from zoo.data.batch import VideoBatch
@@ -56,6 +56,7 @@ class VideoLLM(nn.Module):
         super().__init__()
         self.recipe = recipe
         self.source: str | None = None  # the directory or run it was loaded from (None: built here)
+        self.recipe_fingerprint = recipe.fingerprint()  # of the recipe trained (a checkpoint keeps it)
         self.encoder = encoder
         self.projector = projector
         self.visual_position = position.visual_hook()
@@ -185,8 +186,8 @@ class VideoLLM(nn.Module):
     def generate(self, batch: VideoBatch, **kwargs):
         return generate(self, batch, **kwargs)
 
-    def save_pretrained(self, directory) -> None:
-        save_pretrained(self, directory)
+    def save_pretrained(self, directory, max_shard_bytes: int | None = None) -> None:
+        save_pretrained(self, directory, max_shard_bytes)
 
     @classmethod
     def from_pretrained(cls, directory, overrides: dict | None = None, device=None,
@@ -196,6 +197,7 @@ class VideoLLM(nn.Module):
         model = build_model(checkpoint_recipe(directory, overrides, plugins), load_pretrained=False)
         load_weights(model, directory, device)
         model.source = str(Path(directory).resolve())  # where evaluations say the model came from
+        model.recipe_fingerprint = saved_fingerprint(directory) or model.recipe_fingerprint
         return model
 
 

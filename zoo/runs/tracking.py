@@ -278,7 +278,8 @@ def model_directory(reference: str) -> Path:
     """A checkpoint directory, or an MLflow run (``runs:/RUN_ID`` or a bare run id) whose model artifact is fetched."""
     path = Path(reference)
     if path.exists():
-        return path
+        # a run's output folder: its final model (the last checkpoint otherwise lives under checkpoints/)
+        return path / "final" if not (path / "recipe.yaml").exists() and (path / "final" / "recipe.yaml").exists() else path
     if not reference.startswith("runs:/") and not RUN_ID.fullmatch(reference):
         raise FileNotFoundError(f"{reference}: no such checkpoint directory (an MLflow run is given as runs:/RUN_ID)")
     return download_model_artifact(reference)
