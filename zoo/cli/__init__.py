@@ -10,7 +10,7 @@
     stzoo attention MODEL --benchmark FILE          where answers look (spatial vs temporal tokens)
     stzoo generate MODEL --video V --prompt P       stream a model's answer about a video
     stzoo export MODEL --out DIR                    a Hugging Face folder: whole model, the LM alone, peft adapters
-    stzoo data probe VIDEO [--reader decord|pyav]
+    stzoo data probe VIDEO [--reader auto|torchcodec|decord|pyav]
     stzoo data synth --out DIR [--seed S] [--videos N]
     stzoo sync [RUN_ID ...]                         send what runs kept while MLflow was away
 

@@ -8,14 +8,15 @@ import time
 
 from zoo.cli.arguments import positive_int
 from zoo.data.action_scene import SuiteOptions, generate_suite
-from zoo.data.reader import VideoError, open_reader
+from zoo.data.reader import BACKENDS, VideoError, open_reader
 
 
 def add_parser(subcommands) -> None:
     data = subcommands.add_parser("data", help="video data tools").add_subparsers(dest="data_command", required=True)
     p = data.add_parser("probe", help="what the reader sees in a video, or the error a run would get")
     p.add_argument("video")
-    p.add_argument("--reader", default="decord", choices=["decord", "pyav"])
+    p.add_argument("--reader", default="auto", choices=["auto", *BACKENDS],
+                   help="auto: torchcodec where it can load FFmpeg, else decord (the recipes' default)")
     p.set_defaults(run=probe)
     p = data.add_parser("synth", help="write the synthetic action-scene suite")
     p.add_argument("--out", required=True)

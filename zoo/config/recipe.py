@@ -54,7 +54,7 @@ class VideoSpec:
     min_frames: int = bounded(4, ge=1)
     max_frames: int = bounded(16, ge=1)
     local_frames: int = bounded(16, ge=1)  # global_local: frames that keep their own tokens
-    reader: Literal["decord", "pyav"] = "decord"
+    reader: Literal["auto", "torchcodec", "decord", "pyav"] = "auto"  # auto: torchcodec where FFmpeg loads, else decord
     resize: Literal["resize_crop", "pad", "squash"] = "resize_crop"
     # time (as filmed), reversed, shuffled: the last two break a model's use of frame order (calibration)
     frame_order: Literal["time", "reversed", "shuffled"] = "time"
@@ -228,7 +228,9 @@ class Recipe:
         """
         data = self.to_dict()
         train = {k: v for k, v in data["train"].items() if k not in ("progress_bar", "log_every", "output_dir", "save_every")}
-        relevant = {"model": data["model"], "data": {k: v for k, v in data["data"].items() if k != "eval"},
+        # The reader is left out too: every reader gives the same frames (tests/data/test_torchcodec_reader.py).
+        video = {k: v for k, v in data["data"]["video"].items() if k != "reader"}
+        relevant = {"model": data["model"], "data": {**{k: v for k, v in data["data"].items() if k != "eval"}, "video": video},
                     "prompt": data["prompt"], "train": train, "workers": data["scaling"]["num_workers"]}
         return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:8]
 

@@ -1,11 +1,16 @@
-"""Reading frames from video files: decord (default, random access) or PyAV (fallback).
+"""Reading frames from video files: torchcodec (random access, on the system's FFmpeg), decord (random
+access, its own FFmpeg) or PyAV (sequential decode).
 
-Both backends give (N, H, W, 3) uint8 RGB frames for the requested indices. Every
-failure is a VideoError whose message names the file and what is wrong with it.
+Every backend gives (N, H, W, 3) uint8 RGB frames for the requested indices. Every failure is a
+VideoError whose message names the file and what is wrong with it. "auto" (the recipes' default)
+is torchcodec where it can load FFmpeg's shared libraries, decord elsewhere, with one line saying why.
 """
 
 from __future__ import annotations
 
+import ctypes.util
+import functools
+import logging
 import os
 import re
 from dataclasses import asdict, dataclass, replace
@@ -16,11 +21,19 @@ import numpy as np
 
 from components.errors import UserError
 
-BACKENDS = ("decord", "pyav")
+BACKENDS = ("torchcodec", "decord", "pyav")
+# What .ci/run installs from Debian bookworm (FFmpeg 5.1): the libraries torchcodec's FFmpeg-5 core links.
+FFMPEG_PACKAGES = "libavutil57 libavcodec59 libavformat59 libavdevice59 libavfilter8 libswscale6 libswresample4"
+logger = logging.getLogger("stzoo.data")
+_fallbacks_reported: set[str] = set()
 
 
 class VideoError(UserError, ValueError):
     """A video that cannot be used: missing, empty, not a video, or undecodable."""
+
+
+class ReaderUnavailable(UserError, RuntimeError):
+    """A reader named by the recipe that cannot run on this machine (torchcodec without FFmpeg)."""
 
 
 @dataclass(frozen=True)
@@ -173,6 +186,67 @@ class PyAVReader(VideoReader):
         return self.read_sampled(path, lambda info: [])[1]  # decodes every frame either way
 
 
+class TorchCodecReader(VideoReader):
+    name = "torchcodec"
+
+    def _open(self, path: Path):
+        from torchcodec.decoders import VideoDecoder
+
+        try:
+            # One FFmpeg thread, as decord's num_threads=1: DataLoader workers are the parallelism. "exact"
+            # counts the frames from the packets, as decord's index does, so both agree on variable-rate files.
+            return VideoDecoder(str(path), dimension_order="NHWC", num_ffmpeg_threads=1, device="cpu", seek_mode="exact")
+        except Exception as error:  # RuntimeError / ValueError from the FFmpeg core for anything it cannot open
+            raise VideoError(why_unopenable(path, "torchcodec", error)) from None
+
+    def _counted(self, path: Path) -> tuple[object, VideoInfo]:
+        decoder = self._open(path)
+        metadata = decoder.metadata
+        total, declared = int(metadata.num_frames_from_content or 0), int(metadata.num_frames_from_header or 0)
+        if total == 0:
+            raise VideoError(f"video {path}: no decodable frame")
+        if total < declared:  # the file breaks off: refused, as decord and PyAV refuse it, not read as a shorter video
+            raise VideoError(damaged(path, f"the stream ends after {total} frames", declared))
+        # The rate decord and PyAV report (FFmpeg's avg_frame_rate: the declared frames over the declared
+        # duration; the stream's own rate where the container declares neither, as mkv), so the fps sampler
+        # picks the same frames whichever reader runs. torchcodec's average_fps ends at the last frame's
+        # start: ~5% higher on variable-rate mp4, 6.003 for 6 on mkv.
+        fps = metadata.average_fps_from_header or metadata.average_fps
+        if declared and metadata.duration_seconds_from_header:
+            fps = declared / metadata.duration_seconds_from_header
+        return decoder, VideoInfo(str(path), self.name, total, float(fps or 0),
+                                  int(metadata.width or 0), int(metadata.height or 0))
+
+    def read_sampled(self, path, choose: Callable[[VideoInfo], list[int]]) -> tuple[np.ndarray, VideoInfo]:
+        """Open once (the container's index: count and rate, no decode), choose indices, decode only those."""
+        path = check_file(path)
+        decoder, counted = self._counted(path)
+        indices = list(choose(counted))
+        _check_indices(path, indices, counted.frames)
+        if not indices:
+            return np.empty((0, counted.height, counted.width, 3), np.uint8), counted
+        try:
+            frames = decoder.get_frames_at(indices).data.numpy()
+        except Exception as error:
+            raise VideoError(damaged(path, f"torchcodec could not decode the frames asked for ({native_reason(error)})",
+                                     counted.frames)) from None
+        return frames, replace(counted, width=int(frames.shape[2]), height=int(frames.shape[1]))
+
+    def probe(self, path) -> VideoInfo:
+        path = check_file(path)
+        decoder, info = self._counted(path)
+        for start in range(0, info.frames, 32):  # in chunks: a long video's frames need not fit in memory at once
+            stop = min(start + 32, info.frames)
+            try:
+                decoded = decoder.get_frames_in_range(start, stop).data.shape[0]
+            except Exception as error:
+                raise VideoError(damaged(path, f"decoding failed within frames {start}-{stop - 1} "
+                                         f"({native_reason(error)})", info.frames)) from None
+            if decoded < stop - start:
+                raise VideoError(damaged(path, f"the stream ends after {start + decoded} frames", info.frames))
+        return info
+
+
 def _check_indices(path, indices, total: int) -> None:
     if total == 0:
         raise VideoError(f"video {path}: no decodable frame")
@@ -182,11 +256,13 @@ def _check_indices(path, indices, total: int) -> None:
 
 
 def native_reason(error: Exception) -> str:
-    """A decoder's error without the source locations decord puts before it
-    (``[11:05:33] /github/workspace/src/video/video_reader.cc:486: Error: ...``)."""
+    """A decoder's error without the source locations decord and torchcodec put before it
+    (``[11:05:33] /github/workspace/src/video/video_reader.cc:486: Error: ...``,
+    ``decode_av_frame, /__w/torchcodec/.../SingleStreamDecoder.cpp:1493, Could not ...``)."""
     lines = str(error).strip().splitlines()
     text = lines[0] if lines else type(error).__name__
     text = re.sub(r"\[\d\d:\d\d:\d\d\] \S+\.(?:cc|h|cpp):\d+: ", "", text).strip()
+    text = re.sub(r"^\w+, \S+\.(?:cc|h|cpp):\d+, ", "", text).strip()
     return text.rstrip(":;,. ") or type(error).__name__
 
 
@@ -210,9 +286,47 @@ def why_unopenable(path: Path, backend: str, error: Exception) -> str:
     return damaged(path, f"{backend} could not open it ({native_reason(error)})", 0)
 
 
-def open_reader(backend: str = "decord"):
+@functools.cache
+def torchcodec_unavailable_reason() -> str | None:
+    """None where torchcodec can decode video here; else why not, as a clause. torchcodec imports without
+    FFmpeg (its image decoders need none) and leaves ``ffmpeg_major_version`` unset, so that is the test;
+    asked once per process, as loading the libraries is."""
+    try:
+        import torchcodec
+    except Exception as error:  # not installed, or built for another torch
+        return f"torchcodec does not import ({native_reason(error)}); `make setup` installs it"
+    if torchcodec.ffmpeg_major_version is not None:
+        return None
+    if ctypes.util.find_library("avutil") is None:
+        return ("torchcodec finds no FFmpeg shared libraries (libavutil, libavcodec, ...); "
+                f"install them with `apt-get install {FFMPEG_PACKAGES}` as .ci/run does")
+    return ("torchcodec could not load its FFmpeg core library although FFmpeg's shared libraries are installed "
+            "(an FFmpeg major version it does not support, or a torch it was not built for)")
+
+
+def default_backend() -> str:
+    """The reader "auto" means: torchcodec, measured fastest (benchmarks/README.md), where it can load FFmpeg;
+    decord elsewhere, saying why once per process."""
+    reason = torchcodec_unavailable_reason()
+    if reason is None:
+        return "torchcodec"
+    if reason not in _fallbacks_reported:
+        _fallbacks_reported.add(reason)
+        logger.warning(f"video reader auto: decord, as {reason}")
+    return "decord"
+
+
+def open_reader(backend: str = "auto"):
+    if backend == "auto":
+        backend = default_backend()
+    if backend == "torchcodec":
+        reason = torchcodec_unavailable_reason()
+        if reason is not None:
+            raise ReaderUnavailable(f"video reader torchcodec cannot run here: {reason}; "
+                                    "or set data.video.reader: auto to fall back to decord")
+        return TorchCodecReader()
     if backend == "decord":
         return DecordReader()
     if backend == "pyav":
         return PyAVReader()
-    raise ValueError(f"unknown video reader {backend!r}; readers: {', '.join(BACKENDS)}")
+    raise ValueError(f"unknown video reader {backend!r}; readers: auto, {', '.join(BACKENDS)}")
