@@ -113,15 +113,17 @@ def test_a_submitted_recipe_is_tracked_in_mlflow(cluster, task):
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"model", "eval", "plots", "recipe.yaml"} <= artifacts
     model_files = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
-    assert "model/model.safetensors" in model_files and "model/recipe.yaml" in model_files
+    assert "model/MLmodel" in model_files  # an MLflow model around the checkpoint
 
     import mlflow
 
     from zoo.model.video_llm import VideoLLM
+    from zoo.runs.mlflow_model import checkpoint_in
 
     mlflow.set_tracking_uri(cluster.mlflow_url)
-    local_copy = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="model")
-    assert VideoLLM.from_pretrained(local_copy).recipe.name == "ray_direction"
+    local_copy = Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="model"))
+    assert (checkpoint_in(local_copy) / "recipe.yaml").is_file()
+    assert VideoLLM.from_pretrained(checkpoint_in(local_copy)).recipe.name == "ray_direction"
 
 
 def test_an_evaluation_job_logs_into_the_run(cluster, task):

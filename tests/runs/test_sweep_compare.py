@@ -6,16 +6,22 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import mlflow
+import pandas as pd
 import pytest
 import yaml
 
 from tests.helpers import REPO
 import zoo.launch.servers as local
+from zoo.evaluation.metrics.scoring import is_bookkeeping
+from zoo.model.inference import answer_stream
+from zoo.runs.tracking import EXPERIMENT_KIND_TAG, TRAINING_KIND, load_model, ui_link
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -175,3 +181,57 @@ def test_the_mlflow_ui_compares_the_runs_in_a_browser(swept, mlflow_server):
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and screenshot.stat().st_size > 20000
     if os.environ.get("STZOO_UPDATE_SCREENSHOTS"):
         shutil.copy(screenshot, REPO / "docs" / "images" / "mlflow_compare.png")
+
+
+def finished_child(swept):
+    _, children = sweep_runs(swept)
+    return next(r for r in children if r.info.status == "FINISHED")
+
+
+def test_a_run_logs_its_model_as_an_mlflow_model_that_registers_and_answers_about_a_video(swept, mlflow_server, monkeypatch):
+    run = finished_child(swept)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.mlflow_url)
+    mlflow.set_tracking_uri(mlflow_server.mlflow_url)
+    version = mlflow.register_model(f"runs:/{run.info.run_id}/model", "two-masks-video-llm")
+    pyfunc = mlflow.pyfunc.load_model(f"models:/two-masks-video-llm/{version.version}")
+    video = sorted((swept["tmp_path"] / "suite" / "videos").rglob("*.mp4"))[0]
+    question = "What is the person doing?"
+    answers = pyfunc.predict(pd.DataFrame({"video": [str(video)], "prompt": [question]}), params={"max_new_tokens": 6})
+    # The same model through STZoo's own loading of runs:/ID (the checkpoint inside the MLflow model) answers alike.
+    model = load_model(f"runs:/{run.info.run_id}", device="cpu")
+    assert list(answers) == ["".join(answer_stream(model, str(video), question, max_new_tokens=6)).strip()]
+    assert model.source == f"runs:/{run.info.run_id}"
+
+
+def test_the_runs_log_scores_as_metrics_and_counts_as_an_artifact(swept):
+    run = finished_child(swept)
+    assert "mc.multiple_choice.accuracy" in run.data.metrics and "loss" in run.data.metrics
+    assert not [name for name in run.data.metrics if is_bookkeeping(name)]
+    counts = Path(swept["client"].download_artifacts(run.info.run_id, "eval/counts.json", str(swept["tmp_path"])))
+    assert json.loads(counts.read_text())["mc"]["multiple_choice.count"] == 6
+    experiment = swept["client"].get_experiment(swept["experiment_id"])
+    assert experiment.tags[EXPERIMENT_KIND_TAG] == TRAINING_KIND
+
+
+def browse(swept, url: str) -> str:
+    """The page's text as rendered (tags, styles and scripts left out), after its scripts ran."""
+    profile = ["--user-data-dir=" + str(swept["tmp_path"] / "chromium")]
+    html = subprocess.run([CHROMIUM, *BROWSER_FLAGS, *profile, "--dump-dom", url], capture_output=True, text=True,
+                          timeout=180).stdout
+    html = re.sub(r"<(style|script)\b.*?</\1>", " ", html, flags=re.S)
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+
+
+def test_the_mlflow_ui_opens_an_experiment_on_its_runs_and_a_run_on_its_scores(swept, mlflow_server):
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed; .ci/run installs Debian's chromium package")
+    _, children = sweep_runs(swept)
+    page = browse(swept, ui_link(mlflow_server.mlflow_url, swept["experiment_id"]))
+    parent, _ = sweep_runs(swept)  # the runs table (children folded under their sweep), not the traces overview
+    assert "Run Name" in page and parent.info.run_name in page and f"{len(swept['runs'])} matching runs" in page
+    assert "Token Usage" not in page
+    run = finished_child(swept)
+    page = browse(swept, ui_link(mlflow_server.mlflow_url, swept["experiment_id"], run.info.run_id))
+    assert "mc.multiple_choice.accuracy" in page and "loss" in page
+    for counted in ("multiple_choice.count", "coverage.entries", "open_ended.missing", "binary.pairs"):
+        assert counted not in page

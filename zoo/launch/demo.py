@@ -20,6 +20,7 @@ from pathlib import Path
 
 import zoo.launch.servers as local
 from zoo.runs.tables import Column, markdown_table, top_level_runs
+from zoo.runs.tracking import ui_link
 from zoo.data.dataset import ensure_synthetic_suite
 from zoo.config.recipe import load_recipe
 from mlflow.tracking import MlflowClient
@@ -109,6 +110,14 @@ def comparison(servers: local.LocalServers) -> str:
     return markdown_table(rows, COLUMNS, first="recipe (tiny)")
 
 
+def experiment_link(servers: local.LocalServers) -> str:
+    """The demo experiment's runs table in the MLflow UI (its link says model training, not GenAI)."""
+    found = MlflowClient(servers.mlflow_url).get_experiment_by_name(EXPERIMENT)
+    if found is None:
+        return f"{servers.mlflow_url}/#/experiments?workflowType=machine_learning"
+    return ui_link(servers.mlflow_url, found.experiment_id)
+
+
 def shell_exports(servers: local.LocalServers) -> str:
     """What another shell needs to reach these servers: without it, runs:/ID and stzoo compare look in a
     local MLflow store of their own. (RAY_ADDRESS is left to `ray job submit --address`: an http:// address
@@ -125,7 +134,7 @@ def run() -> int:
     results = {name: submit(servers, name) for name in RECIPES}
     say("\nComparison on the synthetic action-scene suite (UNSCENE columns in %, dual validation):\n")
     say(comparison(servers))
-    say(f"\nMLflow UI: {servers.mlflow_url}/#/experiments  (experiment '{EXPERIMENT}')")
+    say(f"\nMLflow UI: {experiment_link(servers)}  (experiment '{EXPERIMENT}'; compare: tick runs, press Compare)")
     say(f"Ray dashboard: {servers.dashboard_url}")
     say(f"To use these runs from another shell (stzoo eval runs:/ID, stzoo compare, ray job submit):\n  {shell_exports(servers)}")
     say(f"All of it took {(time.time() - started) / 60:.1f} min; the servers keep running. Stop them with: make down")

@@ -23,8 +23,10 @@ import torch
 from zoo.config.recipe import Recipe
 from zoo.data.dataset import ensure_synthetic_suite
 from zoo.evaluation.benchmark import evaluate_benchmarks
+from zoo.evaluation.metrics.scoring import is_bookkeeping
 from zoo.model.video_llm import VideoLLM
 import zoo.runs.tracking as tracking
+from zoo.runs.mlflow_model import write_mlflow_model
 from zoo.runs.outbox import RunOutbox, send_pending
 from zoo.training.stages import Stage, plan_stages, write_handoff
 
@@ -67,13 +69,15 @@ def run_recipe(recipe: Recipe, launcher: Launcher, name: str | None = None, pare
     """
     ensure_synthetic_suite(recipe)
     run = tracking.start_or_resume(recipe, name, parent_run_id=parent_run_id, extra_tags=extra_tags, resume=resume)
-    print(f"[{name or recipe.name}] MLflow run {run.run_id} ({'continued' if run.resumed else 'new'}) at {run.uri}", flush=True)
+    print(f"[{name or recipe.name}] MLflow run {run.run_id} ({'continued' if run.resumed else 'new'}): "
+          f"{tracking.ui_link(run.uri, run.experiment_id, run.run_id) if run.uri.startswith('http') else run.uri}", flush=True)
     if run.resumed and send_pending(run.run_id):
         print(f"[{name or recipe.name}] sent what an earlier attempt kept while MLflow was away", flush=True)
     outbox = RunOutbox(run)  # from here on, a lost tracking server costs nothing but a later `stzoo sync`
     try:
         result = RecipeRun(run, train_stages(recipe, launcher, run, outbox))
-        outbox.log_directory(result.model_dir, "model")
+        with tempfile.TemporaryDirectory() as folder:  # an MLflow model around the checkpoint: registrable, a pyfunc
+            outbox.log_directory(write_mlflow_model(result.model_dir, Path(folder) / "model"), "model", copy_if_kept=True)
         result.metrics = evaluate_into_run(result.model_dir, outbox, recipe.plugins) if recipe.data.eval else {}
         outbox.log_loss_plot()
     except BaseException:
@@ -105,22 +109,34 @@ def evaluate_into_run(model_dir: Path, outbox: RunOutbox, plugins: list[str]) ->
     metrics and result files into the run (or its outbox, while the server is away)."""
     model = VideoLLM.from_pretrained(model_dir, device="cuda" if torch.cuda.is_available() else "cpu", plugins=plugins)
     with tempfile.TemporaryDirectory() as out:
-        flat = flat_metrics(evaluate_benchmarks(model, Path(out)))
-        outbox.log_metrics(flat)
+        results = evaluate_benchmarks(model, Path(out))
+        write_counts(results, Path(out))
+        outbox.log_metrics(flat_metrics(results))
         outbox.log_directory(Path(out), "eval", copy_if_kept=True)
-    return flat
+    return flat_metrics(results)
 
 
 def flat_metrics(results: dict[str, dict[str, float]]) -> dict[str, float]:
-    """``<benchmark>.<task>.<column>``, as runs log them."""
-    return {f"{benchmark}.{key}": value for benchmark, values in results.items() for key, value in values.items()}
+    """``<benchmark>.<task>.<column>``, as runs log them: the scores, without the counts beside them."""
+    return {f"{benchmark}.{key}": value for benchmark, values in results.items() for key, value in values.items()
+            if not is_bookkeeping(key)}
+
+
+def write_counts(results: dict[str, dict[str, float]], out: Path) -> None:
+    """counts.json: what each score was computed over (entries, answers missing, pairs...), logged as an artifact
+    beside the benchmarks' files instead of as metrics."""
+    counts = {benchmark: {key: value for key, value in values.items() if is_bookkeeping(key)}
+              for benchmark, values in results.items()}
+    (out / "counts.json").write_text(json.dumps(counts, indent=2) + "\n")
 
 
 def log_benchmarks(model: VideoLLM, uri: str, run_id: str | None, benchmarks: dict[str, str] | None = None) -> dict[str, float]:
     """Evaluate ``model`` on ``benchmarks`` (default: its recipe's data.eval); with a run, the
     ``<benchmark>.<task>.<column>`` metrics and the eval/<benchmark>/ files go into it."""
     with tempfile.TemporaryDirectory() as out:
-        flat = flat_metrics(evaluate_benchmarks(model, Path(out), benchmarks))
+        results = evaluate_benchmarks(model, Path(out), benchmarks)
+        write_counts(results, Path(out))
+        flat = flat_metrics(results)
         if run_id is not None:
             tracking.log_metrics_once(uri, run_id, flat)
             tracking.log_directory(uri, run_id, Path(out), "eval")

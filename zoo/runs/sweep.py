@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import mlflow
 
 from zoo.config.experiment import Experiment
 from zoo.config.recipe import Recipe
@@ -150,8 +149,7 @@ def model_of(experiment: Experiment, scale: str, variant: str, seed: int, uri: s
     source = tracking.find_run(client, found.experiment_id, f"{experiment.name}.{scale}.{variant}.seed{seed}")
     if source is None or source.info.status != "FINISHED":
         raise RuntimeError(f"variant {variant!r} (seed {seed}) has no finished run to evaluate from; run it first")
-    mlflow.set_tracking_uri(uri)
-    return Path(mlflow.artifacts.download_artifacts(run_id=source.info.run_id, artifact_path="model"))
+    return tracking.download_model_artifact(f"runs:/{source.info.run_id}", uri)
 
 
 def evaluate_child(experiment: Experiment, child: Child, scale: str, parent: str, uri: str, source_variant: str) -> None:

@@ -24,6 +24,7 @@ from mlflow.tracking import MlflowClient
 
 from zoo.config.recipe import Recipe
 from zoo.model.video_llm import VideoLLM
+from zoo.runs.mlflow_model import checkpoint_in
 from components.errors import UserError, error_reason
 
 logger = logging.getLogger("stzoo.tracking")
@@ -88,15 +89,31 @@ def client(uri: str):
     return MlflowClient(tracking_uri=uri)
 
 
+# What an experiment holds, for MLflow UIs that read it (3.x before the GenAI / model-training switch, Databricks):
+# the runs table for model training rather than the traces overview of GenAI work. 3.17 reads the link (ui_link).
+EXPERIMENT_KIND_TAG, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
+
+
+def ui_link(uri: str, experiment_id: str, run_id: str | None = None) -> str:
+    """The MLflow UI page of an experiment (its runs table) or of a run. MLflow 3.17's UI picks GenAI or model
+    training from the link's ``workflowType`` (else the browser's last choice, GenAI at first): without it an
+    experiment of training runs opens on an empty traces overview, and its experimentKind tag is not read."""
+    page = f"experiments/{experiment_id}" + (f"/runs/{run_id}" if run_id else "")
+    return f"{uri.rstrip('/')}/#/{page}?workflowType=machine_learning"
+
+
 def ensure_experiment(mlflow_client, name: str, uri: str) -> str:
+    """The experiment's id (created if new), tagged as model training so the UI opens on its runs."""
     experiment = mlflow_client.get_experiment_by_name(name)
     if experiment is not None:
+        if experiment.tags.get(EXPERIMENT_KIND_TAG) != TRAINING_KIND:
+            mlflow_client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
         return experiment.experiment_id
     location = None
     if uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri:
         # A local store keeps artifacts beside it, at an absolute path.
         location = (stzoo_home() / "mlflow" / "artifacts").as_uri()
-    return mlflow_client.create_experiment(name, artifact_location=location)
+    return mlflow_client.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: TRAINING_KIND})
 
 
 def find_run(mlflow_client, experiment_id: str, name: str):
@@ -295,11 +312,12 @@ def load_model(reference: str, device=None, plugins: list[str] | tuple[str, ...]
     return model
 
 
-def download_model_artifact(reference: str) -> Path:
-    """``runs:/RUN_ID`` (or a bare run id): the run's ``model`` artifact, downloaded to a local directory."""
+def download_model_artifact(reference: str, uri: str | None = None) -> Path:
+    """``runs:/RUN_ID`` (or a bare run id): the checkpoint in the run's ``model`` artifact, downloaded to a local
+    directory from ``uri`` (default: the tracking URI in force)."""
 
     run_id = reference.removeprefix("runs:/").split("/")[0]
-    uri = tracking_uri()
+    uri = uri or tracking_uri()
     check_reachable(uri)
     mlflow.set_tracking_uri(uri)
     try:
@@ -309,4 +327,4 @@ def download_model_artifact(reference: str) -> Path:
             f"{reference!r} is neither a checkpoint directory nor an MLflow run with a 'model' artifact at {uri} "
             f"({type(error).__name__}: {error_reason(error, 160)})"
         ) from None
-    return Path(local)
+    return checkpoint_in(Path(local))  # runs log an MLflow model around the checkpoint (zoo.runs.mlflow_model)

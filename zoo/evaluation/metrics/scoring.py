@@ -112,6 +112,19 @@ def write_results(results: dict, predictions: dict[str, str | None], entries: li
     return metrics_path, predictions_path
 
 
+# Counts that say how a score was computed (entries, answers missing or unparsed, questions, pairs per column,
+# videos skipped), not scores to compare: runs keep them in eval/counts.json, so the metrics a run page and the
+# compare view list are the losses, rates, throughput and benchmark columns.
+BOOKKEEPING_GROUPS = ("coverage", "pairs", "skipped_videos")
+BOOKKEEPING_LEAVES = ("count", "missing", "unparsed", "questions")
+
+
+def is_bookkeeping(name: str) -> bool:
+    """Whether a flattened metric name ("binary.pairs.usual.action", "multiple_choice.count") is a count."""
+    parts = name.split(".")
+    return parts[-1] in BOOKKEEPING_LEAVES or any(part in BOOKKEEPING_GROUPS for part in parts)
+
+
 _MLFLOW_UNSAFE = re.compile(r"[^\w./\- ]")  # MLflow metric names allow only these characters
 
 
