@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import attention_masks, overhead, scaling, thread_policy, video_input
+from benchmarks import attention_masks, overhead, packing, scaling, thread_policy, video_input
 
 RESULTS = Path(__file__).resolve().parent / "results.md"
 
@@ -39,6 +39,7 @@ def main() -> None:
         ("Video input (target 3)", video_input.main([])),
         ("Scaling with frames (target 4)", scaling.main([])),
         ("Thread policy vs one thread per core in every process", thread_policy.main([])),
+        ("Packing vs padding on mixed-length batches", packing.main([])),
     ]
     text = [f"# STZoo benchmarks\n\nMachine: {machine()}\n\nCommand: `make bench` (`python -m benchmarks.run_all`)\n"]
     for title, body in sections:

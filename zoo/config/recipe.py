@@ -101,6 +101,10 @@ class DataSpec:
     # scheme has them (LAPE), decimals otherwise (zoo.data.grounding).
     grounding_style: Literal["auto", "decimal", "coordinate_tokens"] = "auto"
     max_samples: int | None = bounded(None, ge=1)  # the first N training entries (None: all)
+    # Training rows hold several samples end to end, each attending only to itself (zoo.model.packing), up to
+    # pack_tokens tokens a row (None: the batch's longest sample, so no row is wider than unpacked).
+    packing: bool = False
+    pack_tokens: int | None = bounded(None, ge=1)
     # The annotation files' format: one name for every file, or per file a name or {name, video_dir, durations,
     # task_type}, keyed by the file's path as written here or by its role ("train" or a data.eval name); files
     # left out are in the STZoo schema.

@@ -19,6 +19,7 @@ from components.masks.rendering import render_mask
 from components.positions.rotary import install_axis_rotary
 from components.token_metadata import TokenSequence, VisualTokens
 from zoo.model.assembler import assemble
+from zoo.model.packing import DocumentMask, pack, unpack
 from zoo.model.checkpoint import checkpoint_recipe, load_weights, save_pretrained, saved_fingerprint
 from zoo.model.checkpoint_import import check_coverage, import_checkpoints
 from zoo.model.generation import generate
@@ -125,8 +126,21 @@ class VideoLLM(nn.Module):
         return cached
 
     def run_llm(self, sequence: TokenSequence, cache=None, use_cache: bool = False):
+        if self.training and self.recipe.data.packing and cache is None and not use_cache and sequence.batch_size > 1:
+            return self.run_packed(sequence), None
         mask, positions = self.attention_inputs(sequence)
         return self.llm(sequence.inputs_embeds, mask, positions, cache=cache, use_cache=use_cache)
+
+    def run_packed(self, sequence: TokenSequence) -> torch.Tensor:
+        """The LLM over ``sequence`` with its samples packed into rows (data.packing), hidden states handed back in
+        the unpacked layout: what run_llm gives unpacked, with less padding computed."""
+        budget = self.recipe.data.pack_tokens or sequence.length
+        packed = pack(sequence, self.position.position_ids(sequence), budget, self.pad_id)
+        implementation = self.llm.attn_implementation
+        mask = render_mask(DocumentMask(self.mask, packed.document), packed.sequence, implementation,
+                           sequence.inputs_embeds.dtype)
+        hidden, _ = self.llm(packed.sequence.inputs_embeds, mask, packed.position_ids)
+        return unpack(hidden, packed, sequence.batch_size, sequence.length)
 
     def forward(self, batch: VideoBatch) -> ModelOutput:
         visual = self.encode_video(batch.pixels, batch.instruction)
