@@ -18,7 +18,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("zoo.model",),
     ("zoo.training", "zoo.evaluation"),
     ("zoo.runs",),
-    ("zoo.launch", "zoo.cli"),
+    ("zoo.launch", "zoo.cli", "zoo.lmms"),
     ("ray_jobs",),
 ]
 PACKAGES = ("components", "zoo", "ray_jobs")

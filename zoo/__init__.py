@@ -1,6 +1,7 @@
 """STZoo above the components, as floors; each imports only the floors below it:
 
-    cli, launch     the stzoo command; Ray Train launcher, loopback servers, the demo
+    cli, launch,    the stzoo command; Ray Train launcher, loopback servers, the demo;
+    lmms            the lmms-eval model adapter and task
     runs            MLflow tracking, run_recipe (train every stage, log, evaluate), sweeps, comparisons
     training        the training loop, progressive stages, DDP/DeepSpeed strategies
     evaluation      benchmarks, metrics, where answers look
