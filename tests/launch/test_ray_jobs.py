@@ -141,12 +141,13 @@ def test_an_evaluation_job_logs_into_the_run(cluster, task):
 ZERO3 = {"strategy": "deepspeed", "deepspeed_config": str(Path(__file__).resolve().parents[2] / "ray_jobs/deepspeed/zero3.json")}
 
 
-@pytest.mark.parametrize("strategy,steps,kill_after", [("ddp", 40, 12), ("zero3", 40, 12)])
+@pytest.mark.parametrize("strategy,steps,kill_after", [("ddp", 40, 12), ("zero3", 40, 12), ("fsdp2", 40, 12)])
 def test_a_killed_worker_resumes_from_its_checkpoint_with_the_same_result(cluster, task, strategy, steps, kill_after):
     """Each of two workers saves its own part (DeepSpeed: its ZeRO shards) and Ray Train merges them; a worker
     killed mid-run restarts the group from the merged checkpoint."""
     root, train_file, test_file = task
-    recipe = write_recipe(root, train_file, test_file, steps=steps, save_every=5, **(ZERO3 if strategy == "zero3" else {}))
+    scaling = {"zero3": ZERO3, "fsdp2": {"strategy": "fsdp2"}}.get(strategy, {})
+    recipe = write_recipe(root, train_file, test_file, steps=steps, save_every=5, **scaling)
     reference = submit_job(cluster, recipe, f"reference-{steps}-{strategy}")
     assert reference.returncode == 0, reference.stderr[-2000:]
 

@@ -184,7 +184,8 @@ class ScalingSpec:
     num_workers: int = bounded(1, ge=1)
     use_gpu: bool = False
     cpus_per_worker: float = bounded(1.0, gt=0)
-    strategy: Literal["ddp", "deepspeed"] = "ddp"
+    # ddp (one worker: plain), fsdp2 (torch's fully_shard per decoder layer), deepspeed (ZeRO, deepspeed_config)
+    strategy: Literal["ddp", "fsdp2", "deepspeed"] = "ddp"
     deepspeed_config: str | None = None  # a JSON file; "auto" fields are filled from the recipe
     find_unused_parameters: bool = False  # DDP: set when some trainable parameters get no gradient in a step
     max_failures: int = bounded(2, ge=-1)  # worker-group restarts from the last checkpoint before the job fails (-1: no limit)

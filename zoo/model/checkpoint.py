@@ -58,14 +58,15 @@ def _plain(value):
     return json.loads(json.dumps(value, default=str))
 
 
-def save_pretrained(model, directory, max_shard_bytes: int | None = None) -> Path:
+def save_pretrained(model, directory, max_shard_bytes: int | None = None, state_dict: dict | None = None) -> Path:
     """The checkpoint in ``directory``; with ``max_shard_bytes``, its weights in shards of at most that size
-    (a single tensor larger than that gets a shard of its own)."""
+    (a single tensor larger than that gets a shard of its own); ``state_dict`` (default: the model's own) is
+    given where the module holds shards (FSDP2's gathered weights)."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
-        write_weights(weights_to_save(model), staging, max_shard_bytes)
+        write_weights(weights_to_save(model, state_dict), staging, max_shard_bytes)
         (staging / "recipe.yaml").write_text(yaml.safe_dump(self_contained_recipe(model), sort_keys=False, width=100))
         if model.tokenizer is not None:
             model.tokenizer.save_pretrained(str(staging / "tokenizer"))
@@ -97,11 +98,11 @@ def init_from_record(model) -> dict | None:
     return {"files": model.recipe.model.init_from, "summary": report.summary(), "coverage": [asdict(row) for row in rows]}
 
 
-def weights_to_save(model) -> dict:
+def weights_to_save(model, state: dict | None = None) -> dict:
     """The state dict with each tied weight once (as safetensors' save_model keeps it) and every other
     tensor in storage of its own: DeepSpeed's ZeRO-1/2 turns parameters into views of one flat buffer,
     which safetensors refuses to write as it is."""
-    state = model.state_dict()
+    state = model.state_dict() if state is None else state
     seen: dict[tuple, str] = {}
     weights = {}
     for name in sorted(state):

@@ -200,8 +200,9 @@ class VideoLLM(nn.Module):
     def generate(self, batch: VideoBatch, **kwargs):
         return generate(self, batch, **kwargs)
 
-    def save_pretrained(self, directory, max_shard_bytes: int | None = None) -> None:
-        save_pretrained(self, directory, max_shard_bytes)
+    def save_pretrained(self, directory, max_shard_bytes: int | None = None, state_dict: dict | None = None) -> None:
+        """``state_dict``: the full weights when this module holds shards of them (FSDP2)."""
+        save_pretrained(self, directory, max_shard_bytes, state_dict)
 
     @classmethod
     def from_pretrained(cls, directory, overrides: dict | None = None, device=None,

@@ -1,4 +1,4 @@
-"""How a training step runs: plain PyTorch, DDP (gloo on CPU, NCCL on GPU), or DeepSpeed ZeRO.
+"""How a training step runs: plain PyTorch, DDP (gloo on CPU, NCCL on GPU), FSDP2, or DeepSpeed ZeRO.
 
 The training loop calls, for each optimizer step with k micro-batches:
     forward(batch, i, k) and backward(loss, i, k) for i = 0..k-1, then step() -> grad norm.
@@ -22,6 +22,10 @@ import torch
 
 from components.config import RecipeError
 from components.weights import CheckpointError, torch_load_problem
+from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_optimizer_state_dict,
+                                                     set_optimizer_state_dict)
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel
 
 
@@ -90,6 +94,10 @@ class PlainEngine:
         """A context in which ``module`` holds every full parameter (ZeRO-3 gathers them)."""
         return contextlib.nullcontext()
 
+    def model_state(self) -> dict | None:
+        """The full weights to save, where the module's own state dict holds shards (FSDP2); else None."""
+        return None
+
 
 class DDPEngine(PlainEngine):
     """PyTorch DistributedDataParallel; gradients are all-reduced on the last micro-batch only."""
@@ -107,6 +115,72 @@ class DDPEngine(PlainEngine):
         # What no_sync() toggles; set per micro-batch because forward and backward are separate calls.
         self.wrapped.require_backward_grad_sync = micro_index == micro_count - 1
         return super().forward(batch, micro_index, micro_count)
+
+
+def shard_model(model, precision: str) -> None:
+    """torch's FSDP2 (``fully_shard``) over the process group: each LLM decoder layer a unit of its own, then the
+    rest of the model (encoder, projector, compressor, embeddings, head) as the root unit. Parameters become
+    DTensors sharded across the workers, so the optimizer must be built after this."""
+    if precision == "fp16":
+        raise RecipeError("scaling.strategy fsdp2 trains in bf16 or fp32; set train.precision to bf16 (or auto)")
+    ensure_process_group()
+    # Every worker starts from rank 0's weights, as DDP's wrapper makes them: each built its model from its own seed.
+    for tensor in model.state_dict().values():
+        torch.distributed.broadcast(tensor, src=0)
+    policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if precision == "bf16" \
+        else MixedPrecisionPolicy()
+    for layer in model.llm.decoder.layers:
+        fully_shard(layer, mp_policy=policy)
+    fully_shard(model, mp_policy=policy)
+
+
+class FSDP2Engine(PlainEngine):
+    """FSDP2: the bf16 policy replaces autocast; gradients are reduce-scattered (averaged, as DDP averages) on the
+    last micro-batch only; checkpoints hold the full model and the full optimizer state, gathered from the shards,
+    so `stzoo export`, evaluation and a resume on any number of workers read them."""
+
+    state_format = "fsdp2"
+
+    def __init__(self, model, optimizer, scheduler, precision, grad_clip):
+        super().__init__(model, optimizer, scheduler, precision, grad_clip)
+        self.autocast_dtype = None  # the MixedPrecisionPolicy casts; autocast on top would cast twice
+        self.full_model: dict | None = None
+        self.full_optimizer: dict | None = None
+
+    def forward(self, batch, micro_index: int = 0, micro_count: int = 1):
+        self.model.set_requires_gradient_sync(micro_index == micro_count - 1)
+        return self._call(batch)
+
+    def step(self) -> float:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip if self.grad_clip else float("inf"))
+        norm = norm.full_tensor() if isinstance(norm, DTensor) else norm
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        return float(norm)
+
+    @contextlib.contextmanager
+    def consolidated(self):
+        """Every worker takes part in gathering the full weights and optimizer state (collectives); rank 0 saves them."""
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        self.full_model = get_model_state_dict(self.model, options=options)
+        self.full_optimizer = get_optimizer_state_dict(self.model, self.optimizer, options=options)
+        try:
+            yield
+        finally:
+            self.full_model = self.full_optimizer = None
+
+    def model_state(self) -> dict | None:
+        return self.full_model
+
+    def state_dict(self) -> dict:
+        return {"format": self.state_format, "optimizer": self.full_optimizer, "scheduler": self.scheduler.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        set_optimizer_state_dict(self.model, self.optimizer, state["optimizer"],
+                                 options=StateDictOptions(full_state_dict=True))
+        self.scheduler.load_state_dict(state["scheduler"])
 
 
 def fill_deepspeed_config(path: str | Path, *, micro_batch: int, accumulation: int, world_size: int,

@@ -25,7 +25,8 @@ from torch.utils.data import DataLoader, Sampler
 from zoo.data.dataset import SkippingCollate, batches_of, build_dataset, ensure_synthetic_suite, instruction_pad_id
 from zoo.data.batch import VideoBatch
 from zoo.runtime.threads import refresh_threads
-from zoo.training.strategies import DDPEngine, DeepSpeedEngine, PlainEngine, fill_deepspeed_config
+from zoo.training.strategies import (DDPEngine, DeepSpeedEngine, FSDP2Engine, PlainEngine, fill_deepspeed_config,
+                                     shard_model)
 from zoo.model.video_llm import VideoLLM, build_model
 from zoo.config.recipe import Recipe
 from components.config import RecipeError
@@ -160,10 +161,12 @@ class Trainer:
         self.steps_per_epoch = max(1, batches_per_epoch // self.accumulation)
         # max_steps, when set, overrides epochs (as in Hugging Face's Trainer).
         self.total_steps = recipe.train.max_steps or math.ceil(recipe.train.epochs * self.steps_per_epoch)
+        precision = resolve_precision(recipe.train.precision, self.device)
+        if recipe.scaling.strategy == "fsdp2" and not hasattr(self, "engine"):
+            shard_model(self.model, precision)  # before the optimizer: sharding replaces the parameters
         optimizer = make_optimizer(self.model, recipe.train)
         warmup = round(recipe.train.warmup_ratio * self.total_steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(recipe.train.schedule, warmup, self.total_steps))
-        precision = resolve_precision(recipe.train.precision, self.device)
         self.engine = self.make_engine(optimizer, scheduler, precision)
         self.check_context()
 
@@ -178,6 +181,8 @@ class Trainer:
                 hidden_size=self.model.llm.hidden_size,
             )
             return DeepSpeedEngine(self.model, optimizer, scheduler, config)
+        if scaling.strategy == "fsdp2":
+            return FSDP2Engine(self.model, optimizer, scheduler, precision, self.recipe.train.grad_clip)
         if self.world_size > 1:
             return DDPEngine(self.model, optimizer, scheduler, precision, self.recipe.train.grad_clip,
                              find_unused_parameters=scaling.find_unused_parameters)
@@ -335,8 +340,9 @@ class Trainer:
         try:
             self.engine.save_extra(staging)
             with self.engine.consolidated():
+                full = self.engine.model_state()  # FSDP2's gathered weights; None where the module holds them whole
                 if self.rank == 0:
-                    self.model.save_pretrained(staging / "model")
+                    self.model.save_pretrained(staging / "model", state_dict=full)
                     state = {
                         "engine": self.engine.state_dict(),
                         "step": self.state.step, "epoch": self.state.epoch, "batches_in_epoch": self.state.batches_in_epoch,
