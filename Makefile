@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup test test-fast demo down clean components bench
+.PHONY: setup test test-fast demo down clean components bench gpu-check
 
 setup: $(STAMP)
 
@@ -35,6 +35,11 @@ demo: setup
 
 bench: setup
 	$(BIN)/python -m benchmarks.run_all
+
+# On a lent GPU: writes benchmarks/gpu_results.md. `make gpu-check DRY_RUN=1` runs it on the CPU at tiny sizes
+# (make's own --dry-run flag would only print the command).
+gpu-check: setup
+	$(BIN)/python -m benchmarks.gpu_check $(if $(DRY_RUN),--dry-run,)
 
 down: setup
 	$(BIN)/python -m zoo.launch.demo --down

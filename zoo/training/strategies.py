@@ -228,8 +228,8 @@ def _walk(config: dict, prefix: str = ""):
 
 
 def ensure_process_group() -> None:
-    """A one-process gloo group on loopback when none exists: DeepSpeed needs one even for a single
-    process (``stzoo train``); Ray Train and torchrun have set theirs up before the engine is built."""
+    """A one-process group on loopback when none exists (NCCL where a GPU is, gloo elsewhere): DeepSpeed and FSDP2
+    need one even for a single process (``stzoo train``); Ray Train and torchrun have set theirs up before."""
     if torch.distributed.is_initialized():
         os.environ.setdefault("LOCAL_RANK", "0")  # DeepSpeed asserts it; Ray Train sets it, other launchers may not
         return
@@ -239,7 +239,7 @@ def ensure_process_group() -> None:
     for key, value in (("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", str(port)), ("RANK", "0"),
                        ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1")):
         os.environ.setdefault(key, value)
-    torch.distributed.init_process_group("gloo", rank=0, world_size=1)
+    torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo", rank=0, world_size=1)
 
 
 # The only classes DeepSpeed's ZeRO-2/3 checkpoints hold besides tensors, containers and numbers (found with
