@@ -55,7 +55,8 @@ def test_results_say_what_they_were_measured_on_as_lmms_eval_writes_it(trained, 
     assert results["benchmark"] == {"file": str(test_file.resolve()), "format": "stzoo",
                                     "sha256": hashlib.sha256(test_file.read_bytes()).hexdigest()}
     assert results["video"]["frames"] == 8 and results["transformers_version"] == transformers.__version__
-    assert before <= results["date"] <= results["end_time"] <= time.time()
+    assert before <= results["start_time"] <= results["end_time"] <= time.time()
+    assert results["date"] == time.strftime("%Y%m%d_%H%M%S", time.localtime(results["start_time"]))
     head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     assert results["git_hash"] == (head.stdout.strip() or None)
     assert results["package_versions"]["torch"] and results["chat_template_sha"] == hashlib.sha256(

@@ -106,3 +106,12 @@ def test_a_shard_that_is_missing_is_one_sentence(tmp_path):
     first.unlink()
     with pytest.raises(Exception, match=rf"model.safetensors.index.json: unreadable .*corrupt or truncated"):
         VideoLLM.from_pretrained(tmp_path / "sharded")
+
+
+def test_an_export_never_replaces_a_folder_that_is_not_an_earlier_export(tmp_path, capsys):
+    model, run = saved_model(tmp_path)
+    assert main(["export", str(run), "--out", str(run)]) == 2  # the run folder itself
+    assert "is not an earlier STZoo export" in capsys.readouterr().err and (run / "final" / "recipe.yaml").is_file()
+    out = tmp_path / "export"
+    assert main(["export", str(run), "--out", str(out)]) == 0
+    assert main(["export", str(run), "--out", str(out)]) == 0  # an earlier export is replaced

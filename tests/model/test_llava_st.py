@@ -20,7 +20,7 @@ from zoo.data.batch import VideoSample, collate
 from zoo.model.video_llm import build_model
 from zoo.data.prompting import encode
 from zoo.config.recipe import load_recipe, recipe_from_dict
-from zoo.training.stages import build_stage_model, stage_recipe, write_handoff
+from zoo.training.stages import build_stage_model, plan_stages, stage_recipe, write_handoff
 
 REPO_TINY = "recipes/tiny/llava_st.yaml"
 
@@ -222,6 +222,13 @@ def test_each_stage_trains_exactly_what_it_names(tmp_path):
             if "lora_" not in n}
     for name, weight in merged_reference.items():
         assert torch.allclose(base[name], weight), name  # stage 3 starts from stage 2 with its LoRA merged in
+
+
+def test_every_stage_model_carries_the_staged_recipes_fingerprint_its_run_is_named_by():
+    recipe = load_recipe(REPO_TINY)
+    stages = plan_stages(recipe)
+    model = stages[0].build_model(None)
+    assert model.recipe_fingerprint == recipe.fingerprint() != stages[0].recipe.fingerprint()
 
 
 def test_a_stage_that_names_a_frozen_encoder_trains_it():

@@ -120,7 +120,7 @@ def test_train_sweep_and_ray_job_log_the_same_run(cluster, tmp_path):
     assert {"recipe.yaml", "stages.json", "model/MLmodel", "plots/training_loss.png", "eval/counts.json",
             "eval/grounding/results.json", "eval/mc/predictions.jsonl"} <= set(reference["artifacts"])
     # the model is an MLflow model around the checkpoint: one copy of the weights
-    assert [a for a in reference["artifacts"] if a.endswith("model.safetensors")] == ["model/artifacts/final/model.safetensors"]
+    assert [a for a in reference["artifacts"] if a.endswith("model.safetensors")] == ["model/artifacts/checkpoint/model.safetensors"]
     assert {"loss", "loss/ce", "lr", "mc.multiple_choice.accuracy"} <= set(reference["metrics"])
     for launcher, found in layouts.items():
         for part, value in reference.items():

@@ -42,11 +42,13 @@ def worker(rank: int, world: int, port: int, data: dict, output: str, resume: st
         dist.destroy_process_group()
 
 
-def train(root: Path, strategy: str, name: str, resume: Path | None = None) -> Path:
+def train(root: Path, strategy: str, name: str, resume: Path | None = None, llm_dtype: str = "float32",
+          steps: int = STEPS) -> Path:
     train_file = root / "train.json"
     data = tiny_recipe(frames=4)
+    data["model"]["llm"]["dtype"] = llm_dtype
     data["data"]["train"] = str(train_file)
-    data["train"].update(max_steps=STEPS, batch_size=2, save_every=SAVE_EVERY, log_every=1, lr=1e-3, seed=5)
+    data["train"].update(max_steps=steps, batch_size=2, save_every=SAVE_EVERY, log_every=1, lr=1e-3, seed=5)
     data["scaling"] = {"strategy": strategy, "num_workers": 2}
     output = root / name
     mp.spawn(worker, args=(2, free_port(), data, str(output), str(resume) if resume else None), nprocs=2)
@@ -83,3 +85,9 @@ def test_an_fsdp2_checkpoint_holds_the_full_model_and_the_run_resumes_to_the_sam
     assert state["engine"]["format"] == "fsdp2" and state["engine"]["optimizer"]["state"]
     resumed = train(root, "fsdp2", "resumed", resume=checkpoint)
     assert losses(resumed)[STEPS] == pytest.approx(losses(fsdp2)[STEPS], rel=1e-6)
+
+
+def test_fsdp2_trains_a_recipe_whose_llm_is_built_in_bf16_beside_fp32_components(runs):
+    root, _, _ = runs
+    output = train(root, "fsdp2", "bf16_llm", llm_dtype="bfloat16", steps=2)  # FSDP2 wants one dtype per unit
+    assert all(loss == loss and loss < 100 for loss in losses(output).values()) and len(losses(output)) == 2

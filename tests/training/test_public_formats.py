@@ -143,3 +143,18 @@ def test_the_recipe_format_reaches_datasets_built_for_evaluation(public_files, t
     model = Trainer(recipe, output_dir=tmp_path / "run", device="cpu").model
     dataset = build_dataset(recipe, model, recipe.data.eval["square_direction"], for_generation=True)
     assert dataset.entries[0]["video"] == "../videos/008.mp4" and dataset[0].info["frames_read"] == 4
+
+
+def test_a_public_format_for_every_file_refuses_an_stzoo_file_instead_of_dropping_its_answers(public_files, tmp_path):
+    stzoo_file = tmp_path / "mc.json"
+    stzoo_file.write_text(json.dumps([{"id": "a", "video": "v.mp4", "task": "multiple_choice", "split": "test",
+                                       "candidates": ["left", "right"], "answer": "left", "answer_letter": "A",
+                                       "conversations": [{"from": "human", "value": "<video>\nWhich way?"},
+                                                         {"from": "gpt", "value": "left"}]}]))
+    data = tiny_recipe()
+    data["data"].update(train=str(public_files / "llava_video.json"), eval={"mc": str(stzoo_file)}, format="llava")
+    recipe = recipe_from_dict(data)
+    with pytest.raises(AnnotationError, match=r"mc.json: entry 0 \(id 'a'\): the entry is in the STZoo schema .*key "
+                                              r"data.format by file or role"):
+        build_dataset(recipe, Trainer(recipe, output_dir=tmp_path / "r", device="cpu").model, stzoo_file,
+                      for_generation=True)

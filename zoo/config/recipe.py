@@ -233,9 +233,14 @@ class Recipe:
         """
         data = self.to_dict()
         train = {k: v for k, v in data["train"].items() if k not in ("progress_bar", "log_every", "output_dir", "save_every")}
-        # The reader is left out too: every reader gives the same frames (tests/data/test_torchcodec_reader.py).
-        video = {k: v for k, v in data["data"]["video"].items() if k != "reader"}
-        relevant = {"model": data["model"], "data": {**{k: v for k, v in data["data"].items() if k != "eval"}, "video": video},
+        # Left out too: the reader (every reader gives the same frames, tests/data/test_torchcodec_reader.py: hashed
+        # as the decord every recipe read with before torchcodec, so fingerprints and the run names made of them
+        # stay as they were), packing (the padded batch's losses, tests/model/test_packing.py) and the format where
+        # it is the default schema, for the same reason.
+        video = {**data["data"]["video"], "reader": "decord"}
+        kept = {k: v for k, v in data["data"].items() if k not in ("eval", "packing", "pack_tokens")
+                and not (k == "format" and v == "stzoo")}
+        relevant = {"model": data["model"], "data": {**kept, "video": video},
                     "prompt": data["prompt"], "train": train, "workers": data["scaling"]["num_workers"]}
         return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:8]
 

@@ -311,6 +311,10 @@ def load_llava_conversations(path: str | Path, layout: str | None = None) -> lis
                  else f"'video' {item['video']!r} is not a path")
         if "conversations" in item and "QA" in item:
             fail(where, "the entry has both 'conversations' and 'QA', so which one to train on is unclear")
+        if layout and ("task" in item or "candidates" in item):
+            fail(where, f"the entry is in the STZoo schema (it has {'task' if 'task' in item else 'candidates'!r}), "
+                        f"which data.format {layout} would read as a plain conversation and lose its answer; key "
+                        "data.format by file or role so that this file reads as stzoo")
         if layout and INSTRUCTION_LAYOUTS[layout] not in item:
             fail(where, f"the entry has no {INSTRUCTION_LAYOUTS[layout]!r}, which data.format {layout} expects"
                         f"{layout_hint(item)}")

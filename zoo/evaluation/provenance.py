@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import importlib.metadata
 import subprocess
+import time
 from pathlib import Path
 
 PACKAGES = ("stzoo", "torch", "transformers", "peft", "accelerate", "deepspeed", "decord", "av", "torchcodec",
@@ -92,7 +93,7 @@ def provenance(recipe, annotation_file: Path, settings: EvaluationSettings, star
         "start_time": started,
         "end_time": ended,
         "total_evaluation_time_seconds": str(ended - started),
-        "date": started,
+        "date": time.strftime("%Y%m%d_%H%M%S", time.localtime(started)),  # lmms-eval's datetime string
         "git_hash": git_hash(),
         "transformers_version": versions["transformers"],
         "package_versions": versions,

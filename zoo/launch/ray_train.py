@@ -62,7 +62,7 @@ class JobLog:
 def worker_trainer(config: dict, rank: int, world: int, device: torch.device) -> Trainer:
     """The stage's trainer on this worker; checkpoints are reported to Ray Train with the run's step."""
     recipe = recipe_from_dict(config["recipe"], source=config["source"])
-    stage = Stage(recipe, StageSpec(**config["stage"]) if config["stage"] else None)
+    stage = Stage(recipe, StageSpec(**config["stage"]) if config["stage"] else None, config.get("run_fingerprint"))
     handoff = Path(config["handoff"]) if config["handoff"] else None
 
     def on_checkpoint(directory, metrics, final):
@@ -154,6 +154,7 @@ class RayLauncher:
             "recipe": recipe.to_dict(), "source": recipe.source, "tracking_uri": run.uri, "run_id": run.run_id,
             "stage": None if spec is None else {"name": spec.name, "set": spec.set, "trainable": spec.trainable},
             "handoff": str(handoff) if handoff else None, "first_step": first_step,
+            "run_fingerprint": stage.run_fingerprint,
         }).fit()
         # The hand-off beside the stage's checkpoints: storage every node sees (scaling.storage_path on a cluster).
         return StageResult(stage.name, self.local_copy(result.checkpoint, name) / "model", first_step,

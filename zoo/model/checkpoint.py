@@ -146,11 +146,12 @@ def load_shards(model, directory: Path, device: str) -> tuple[list[str], list[st
     under each of its names, as safetensors' load_model counts it."""
     try:
         weight_map = json.loads((directory / WEIGHTS_INDEX).read_text())["weight_map"]
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        files = sorted(set(weight_map.values()))
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
         raise CheckpointError(f"{directory / WEIGHTS_INDEX}: not a shard index ({type(error).__name__}); the checkpoint "
                               "is damaged: copy it again from where it was saved") from None
     state = {}
-    for file in sorted(set(weight_map.values())):
+    for file in files:
         state.update(load_file(str(directory / file), device=device))
     missing, unexpected = model.load_state_dict(state, strict=False)
     own = model.state_dict()

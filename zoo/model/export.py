@@ -23,7 +23,12 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from components.errors import UserError
 from zoo.model.checkpoint import FORMAT_VERSION, replace_directory, save_pretrained
+
+class ExportError(UserError, ValueError):
+    """An export that would overwrite what is not an earlier export."""
+
 
 # What a video needs beyond the plain LM, per component kind: why llm/ alone answers text only.
 NEEDS_STZOO = {
@@ -55,6 +60,7 @@ class ExportSummary:
 def export(model, out: str | Path, max_shard_bytes: int | None = None) -> ExportSummary:
     """Write ``model`` to ``out`` as described above; an existing folder there is replaced once the new one is whole."""
     out = Path(out).resolve()
+    check_replaceable(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.export.", dir=out.parent))
     try:
@@ -68,6 +74,19 @@ def export(model, out: str | Path, max_shard_bytes: int | None = None) -> Export
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return summary
+
+
+def check_replaceable(out: Path) -> None:
+    """An existing --out is replaced only when it is empty or an earlier export: never a run, a checkpoint, a home."""
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return
+    try:
+        earlier = json.loads((out / "config.json").read_text()).get("model_type") == "stzoo"
+    except (OSError, ValueError, AttributeError):
+        earlier = False
+    if not earlier:
+        raise ExportError(f"--out {out}: the folder exists and is not an earlier STZoo export (its config.json "
+                              "does not say model_type stzoo); it would be replaced: choose a new or empty folder")
 
 
 def export_language_model(model, staging: Path, summary: ExportSummary, out: Path, max_shard_bytes: int | None) -> None:

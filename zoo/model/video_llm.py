@@ -267,6 +267,10 @@ def check_attention_implementation(recipe: Recipe) -> None:
             f"model.llm.attn_implementation: flash_attention_2 ignores custom masks, so mask {recipe.model.mask.name!r} "
             "would silently become causal; use sdpa, eager or flex_attention"
         )
+    if implementation == "flash_attention_2" and recipe.data.packing:
+        raise RecipeError("data.packing: packed samples need a mask that keeps them apart, which "
+                          "model.llm.attn_implementation flash_attention_2 cannot take; use sdpa or flex_attention, "
+                          "or set data.packing: false")
 
 
 def check_compatible(recipe: Recipe, compressor, position, mask) -> None:

@@ -9,7 +9,9 @@ The run's ``model`` artifact is an MLflow model folder (MLmodel, the pyfunc, req
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -62,11 +64,21 @@ def pinned_requirements() -> list[str]:
 
 
 def write_mlflow_model(checkpoint: Path, out: Path) -> Path:
-    """``out``: an MLflow pyfunc model folder around ``checkpoint`` (copied in as its artifact); replaced if present."""
+    """``out``: an MLflow pyfunc model folder around ``checkpoint`` (copied in as its artifact); replaced if present.
+
+    MLflow names the artifact's folder after the source folder, which differs by launcher (``final``, ``model``),
+    so the checkpoint is linked under the one name ``checkpoint`` first (hard links: MLflow refuses symlinks)."""
     if out.exists():
         shutil.rmtree(out)
-    mlflow.pyfunc.save_model(str(out), python_model=VideoQuestionAnswering(), artifacts={CHECKPOINT: str(checkpoint)},
-                             signature=SIGNATURE, pip_requirements=pinned_requirements())
+    with tempfile.TemporaryDirectory(dir=Path(checkpoint).parent, prefix=".mlflow-model.") as staging:
+        named = Path(staging) / CHECKPOINT
+        try:
+            shutil.copytree(checkpoint, named, copy_function=os.link)
+        except OSError:  # another file system, or one without hard links
+            shutil.rmtree(named, ignore_errors=True)
+            shutil.copytree(checkpoint, named)
+        mlflow.pyfunc.save_model(str(out), python_model=VideoQuestionAnswering(), artifacts={CHECKPOINT: str(named)},
+                                 signature=SIGNATURE, pip_requirements=pinned_requirements())
     return out
 
 

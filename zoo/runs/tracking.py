@@ -296,7 +296,9 @@ def model_directory(reference: str) -> Path:
     path = Path(reference)
     if path.exists():
         # a run's output folder: its final model (the last checkpoint otherwise lives under checkpoints/)
-        return path / "final" if not (path / "recipe.yaml").exists() and (path / "final" / "recipe.yaml").exists() else path
+        if not (path / "recipe.yaml").exists() and (path / "final" / "recipe.yaml").exists():
+            return path / "final"
+        return checkpoint_in(path)  # a downloaded MLflow model: the checkpoint inside it
     if not reference.startswith("runs:/") and not RUN_ID.fullmatch(reference):
         raise FileNotFoundError(f"{reference}: no such checkpoint directory (an MLflow run is given as runs:/RUN_ID)")
     return download_model_artifact(reference)

@@ -51,8 +51,9 @@ def apply_trainable(model: VideoLLM, patterns: list[str], stage: str) -> list[st
     return trained
 
 
-def build_stage_model(recipe: Recipe, stage: StageSpec, handoff: Path | None) -> VideoLLM:
-    """The stage's model: built without LoRA, the previous stage's weights loaded, then the stage's tuning and trainable set."""
+def build_stage_model(recipe: Recipe, stage: StageSpec, handoff: Path | None, run_fingerprint: str | None = None) -> VideoLLM:
+    """The stage's model: built without LoRA, the previous stage's weights loaded, then the stage's tuning and trainable set.
+    ``run_fingerprint``: the staged recipe's own, which its checkpoints and evaluations name (its run is named by it)."""
     tuning = recipe.model.llm.options.tuning
     structure = recipe_from_dict(apply_overrides(recipe.to_dict(), {"model.llm.tuning": "full"}, Sources()), source=recipe.source)
     model = build_model(structure, load_pretrained=handoff is None)
@@ -66,6 +67,7 @@ def build_stage_model(recipe: Recipe, stage: StageSpec, handoff: Path | None) ->
         if record.is_file():
             model.inherited_init_from = json.loads(record.read_text())
     model.recipe = recipe
+    model.recipe_fingerprint = run_fingerprint or recipe.fingerprint()
     model.llm.apply_tuning(tuning)
     apply_trainable(model, stage.trainable, stage.name)
     return model
@@ -87,6 +89,7 @@ class Stage:
 
     recipe: Recipe  # the recipe with this stage's overrides applied
     spec: StageSpec | None = None  # None: the recipe has no stages and trains as it is
+    run_fingerprint: str | None = None  # the staged recipe's fingerprint (the run's), kept by the stage's model
 
     @property
     def name(self) -> str | None:
@@ -94,11 +97,11 @@ class Stage:
 
     def build_model(self, handoff: Path | None) -> VideoLLM | None:
         """The model this stage starts from; None for an unstaged recipe (the trainer builds it)."""
-        return None if self.spec is None else build_stage_model(self.recipe, self.spec, handoff)
+        return None if self.spec is None else build_stage_model(self.recipe, self.spec, handoff, self.run_fingerprint)
 
 
 def plan_stages(recipe: Recipe) -> list[Stage]:
     """The stages every launcher runs in order: the recipe's own, or the recipe itself as the only one."""
     if not recipe.train.stages:
         return [Stage(recipe)]
-    return [Stage(stage_recipe(recipe, spec), spec) for spec in recipe.train.stages]
+    return [Stage(stage_recipe(recipe, spec), spec, recipe.fingerprint()) for spec in recipe.train.stages]

@@ -124,6 +124,10 @@ def shard_model(model, precision: str) -> None:
     if precision == "fp16":
         raise RecipeError("scaling.strategy fsdp2 trains in bf16 or fp32; set train.precision to bf16 (or auto)")
     ensure_process_group()
+    # FSDP2 wants one dtype per unit, and a recipe may build its LLM in bf16 beside an fp32 projector: the weights
+    # are kept in fp32 (the optimizer's master copy) and the bf16 policy below casts them for compute.
+    if len({p.dtype for p in model.parameters()}) > 1:
+        model.to(torch.float32)
     # Every worker starts from rank 0's weights, as DDP's wrapper makes them: each built its model from its own seed.
     for tensor in model.state_dict().values():
         torch.distributed.broadcast(tensor, src=0)
