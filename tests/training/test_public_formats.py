@@ -20,6 +20,7 @@ from zoo.data.formats import AnnotationError
 from zoo.data.writer import write_video
 from zoo.evaluation.benchmark import evaluate
 from zoo.training.trainer import Trainer
+from zoo.cli import main
 
 QUESTION = "Which way does the square move?"
 VIDEOS = 12
@@ -158,3 +159,18 @@ def test_a_public_format_for_every_file_refuses_an_stzoo_file_instead_of_droppin
                                               r"data.format by file or role"):
         build_dataset(recipe, Trainer(recipe, output_dir=tmp_path / "r", device="cpu").model, stzoo_file,
                       for_generation=True)
+
+
+def test_stzoo_eval_takes_a_public_files_video_folder_and_durations(public_files, tmp_path, capsys):
+    recipe = public_recipe(public_files, steps=1)
+    Trainer(recipe, output_dir=tmp_path / "run", device="cpu").model.save_pretrained(tmp_path / "model")
+    mvbench = public_files / "mvbench" / "square_direction.json"
+    assert main(["eval", str(tmp_path / "model"), "--benchmark", str(mvbench), "--format", "mvbench",
+                 "--video-dir", "../videos", "--out", str(tmp_path / "mv")]) == 0
+    assert json.loads((tmp_path / "mv" / "results.json").read_text())["benchmark"]["format"] == "mvbench"
+    charades = public_files / "charades_sta_test.txt"
+    assert main(["eval", str(tmp_path / "model"), "--benchmark", str(charades), "--format", "charades_sta",
+                 "--video-dir", "videos", "--durations", str(public_files / "Charades_v1_test.csv")]) == 0
+    assert "temporal_grounding.miou" in capsys.readouterr().out
+    assert main(["eval", str(tmp_path / "model"), "--benchmark", str(mvbench), "--video-dir", "../videos"]) == 2
+    assert "give --format too" in capsys.readouterr().err

@@ -22,6 +22,7 @@ from zoo.runtime.threads import refresh_threads
 from zoo.evaluation.metrics.scoring import first_turn, flatten_metrics, score, write_results
 from zoo.evaluation.provenance import EvaluationSettings, provenance
 from components.config import to_plain
+from zoo.config.recipe import AnnotationFormat
 from tqdm.auto import tqdm
 
 
@@ -83,16 +84,17 @@ def generate_answers(model, dataset, stream: AnswerStream, batch_size: int = 1, 
 @torch.no_grad()
 def evaluate(model, annotation_file, out_dir: Path | None = None, max_samples: int | None = None,
              batch_size: int | None = None, max_new_tokens: int | None = None, progress: bool = False,
-             skip_bad_videos: bool | None = None, annotation_format: str | None = None) -> dict:
+             skip_bad_videos: bool | None = None, annotation_format: str | AnnotationFormat | None = None) -> dict:
     """Metrics for one benchmark; with ``out_dir``, predictions.jsonl grows as answers come and results.json
     (and the scored predictions) are written at the end. ``skip_bad_videos`` (default: the recipe's
     data.skip_bad_videos) leaves unreadable videos out of the scores and lists them in the results.
-    ``annotation_format`` (default: what the recipe's data.format says for this file) names the file's format."""
+    ``annotation_format`` (default: what the recipe's data.format says for this file) names the file's format, or
+    gives it with its options (an AnnotationFormat: MVBench's video folder, Charades' durations)."""
     recipe = copy.deepcopy(model.recipe)
     if skip_bad_videos is not None:
         recipe.data.skip_bad_videos = skip_bad_videos
     if annotation_format is not None:
-        recipe.data.format = annotation_format
+        recipe.data.format = {str(annotation_file): annotation_format}
     video_spec = recipe.eval.video or recipe.data.video
     started = time.time()
     dataset = build_dataset(recipe, model, annotation_file, for_generation=True, video_spec=video_spec,
