@@ -33,8 +33,7 @@ from benchmarks.run_all import machine
 from zoo.config.recipe import load_recipe
 from zoo.model.cost import training_step_cost
 from zoo.model.video_llm import build_model
-from zoo.training.strategies import DeepSpeedEngine, FSDP2Engine, fill_deepspeed_config, shard_model
-from zoo.training.trainer import lr_lambda, make_optimizer
+from zoo.training.trainer import build_engine
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "gpu_results.md"
@@ -83,20 +82,6 @@ def attention_section(dry_run: bool) -> str:
     return attention_masks.table(rows)
 
 
-def engine_for(model, strategy: str, precision: str, batch_size: int):
-    """The engine a Trainer would build for ``strategy`` on one process (FSDP2 shards before its optimizer)."""
-    if strategy == "fsdp2":
-        shard_model(model, precision)
-    optimizer = make_optimizer(model, model.recipe.train)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda("constant", 0, 1000))
-    if strategy == "fsdp2":
-        return FSDP2Engine(model, optimizer, scheduler, precision, model.recipe.train.grad_clip)
-    config = fill_deepspeed_config(REPO / "ray_jobs" / "deepspeed" / f"{strategy}.json", micro_batch=batch_size,
-                                   accumulation=1, world_size=1, precision=precision,
-                                   grad_clip=model.recipe.train.grad_clip, hidden_size=model.llm.hidden_size)
-    return DeepSpeedEngine(model, optimizer, scheduler, config)
-
-
 def timed_steps(engine, batches, device) -> tuple[float, int]:
     """Median seconds per step and real tokens per step, after one warm-up step."""
     times, tokens = [], []
@@ -122,6 +107,9 @@ def training_row(size: str | None, strategy: str, packed: bool, steps: int, dry_
     precision = "fp32" if dry_run else "bf16"
     recipe = recipe_for(size, dry_run)
     recipe.data.packing = packed
+    recipe.scaling.strategy = "fsdp2" if strategy == "fsdp2" else "deepspeed"
+    recipe.scaling.deepspeed_config = str(REPO / "ray_jobs" / "deepspeed" / f"{strategy}.json")
+    recipe.train.batch_size, recipe.train.schedule = batch_size, "constant"
     torch.manual_seed(0)
     model = build_model(recipe, load_pretrained=False).to(device).train()
     cost = training_step_cost(model, world_size=1)
@@ -129,7 +117,7 @@ def training_row(size: str | None, strategy: str, packed: bool, steps: int, dry_
     batches = [mixed_batch(model, rng, batch_size) for _ in range(steps + 1)]
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    engine = engine_for(model, strategy, precision, batch_size)
+    engine = build_engine(model, model.recipe, precision, total_steps=1000)
     seconds, tokens = timed_steps(engine, batches, device)
     name = torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu"
     peak = next((v for k, v in PEAK_BF16.items() if k in name), None)

@@ -34,10 +34,10 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def package_versions() -> dict[str, str | None]:
-    """Installed version of each package evaluation touches; None where it is not installed."""
+def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str | None]:
+    """Installed version of each package named (default: those evaluation touches); None where it is not installed."""
     versions = {}
-    for name in PACKAGES:
+    for name in names:
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:

@@ -8,7 +8,6 @@ The run's ``model`` artifact is an MLflow model folder (MLmodel, the pyfunc, req
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import shutil
 import tempfile
@@ -23,6 +22,7 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 from zoo.data.batch import collate
+from zoo.evaluation.provenance import package_versions
 from zoo.model.inference import prepare_sample
 from zoo.model.video_llm import VideoLLM
 
@@ -55,13 +55,7 @@ class VideoQuestionAnswering(mlflow.pyfunc.PythonModel):
 def pinned_requirements() -> list[str]:
     """The installed versions of what loading the checkpoint imports: MLflow would otherwise infer them by loading
     the model in a subprocess."""
-    found = []
-    for name in REQUIREMENTS:
-        try:
-            found.append(f"{name}=={importlib.metadata.version(name)}")
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return found
+    return [f"{name}=={version}" for name, version in package_versions(REQUIREMENTS).items() if version]
 
 
 def write_mlflow_model(checkpoint: Path, out: Path) -> Path:

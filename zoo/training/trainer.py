@@ -113,6 +113,31 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
+def build_engine(model: VideoLLM, recipe: Recipe, precision: str, total_steps: int, accumulation: int = 1,
+                 world_size: int = 1) -> PlainEngine:
+    """The engine of the recipe's scaling.strategy, with its optimizer and learning-rate schedule. FSDP2 shards the
+    model first: sharding replaces the parameters, and the optimizer must hold the sharded ones."""
+    scaling, spec = recipe.scaling, recipe.train
+    if scaling.strategy == "fsdp2":
+        shard_model(model, precision)
+    optimizer = make_optimizer(model, spec)
+    warmup = round(spec.warmup_ratio * total_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(spec.schedule, warmup, total_steps))
+    if scaling.strategy == "deepspeed":
+        if not scaling.deepspeed_config:
+            raise RecipeError(f"{recipe.source}: scaling.strategy is deepspeed but scaling.deepspeed_config is not set")
+        config = fill_deepspeed_config(scaling.deepspeed_config, micro_batch=spec.batch_size, accumulation=accumulation,
+                                       world_size=world_size, precision=precision, grad_clip=spec.grad_clip,
+                                       hidden_size=model.llm.hidden_size)
+        return DeepSpeedEngine(model, optimizer, scheduler, config)
+    if scaling.strategy == "fsdp2":
+        return FSDP2Engine(model, optimizer, scheduler, precision, spec.grad_clip)
+    if world_size > 1:
+        return DDPEngine(model, optimizer, scheduler, precision, spec.grad_clip,
+                         find_unused_parameters=scaling.find_unused_parameters)
+    return PlainEngine(model, optimizer, scheduler, precision, spec.grad_clip)
+
+
 class Trainer:
     def __init__(self, recipe: Recipe, model: VideoLLM | None = None, *, device=None, rank: int = 0,
                  world_size: int = 1, loggers: tuple = (), output_dir: str | Path | None = None,
@@ -162,31 +187,8 @@ class Trainer:
         # max_steps, when set, overrides epochs (as in Hugging Face's Trainer).
         self.total_steps = recipe.train.max_steps or math.ceil(recipe.train.epochs * self.steps_per_epoch)
         precision = resolve_precision(recipe.train.precision, self.device)
-        if recipe.scaling.strategy == "fsdp2" and not hasattr(self, "engine"):
-            shard_model(self.model, precision)  # before the optimizer: sharding replaces the parameters
-        optimizer = make_optimizer(self.model, recipe.train)
-        warmup = round(recipe.train.warmup_ratio * self.total_steps)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(recipe.train.schedule, warmup, self.total_steps))
-        self.engine = self.make_engine(optimizer, scheduler, precision)
+        self.engine = build_engine(self.model, recipe, precision, self.total_steps, self.accumulation, self.world_size)
         self.check_context()
-
-    def make_engine(self, optimizer, scheduler, precision: str):
-        scaling = self.recipe.scaling
-        if scaling.strategy == "deepspeed":
-            if not scaling.deepspeed_config:
-                raise RecipeError(f"{self.recipe.source}: scaling.strategy is deepspeed but scaling.deepspeed_config is not set")
-            config = fill_deepspeed_config(
-                scaling.deepspeed_config, micro_batch=self.recipe.train.batch_size, accumulation=self.accumulation,
-                world_size=self.world_size, precision=precision, grad_clip=self.recipe.train.grad_clip,
-                hidden_size=self.model.llm.hidden_size,
-            )
-            return DeepSpeedEngine(self.model, optimizer, scheduler, config)
-        if scaling.strategy == "fsdp2":
-            return FSDP2Engine(self.model, optimizer, scheduler, precision, self.recipe.train.grad_clip)
-        if self.world_size > 1:
-            return DDPEngine(self.model, optimizer, scheduler, precision, self.recipe.train.grad_clip,
-                             find_unused_parameters=scaling.find_unused_parameters)
-        return PlainEngine(self.model, optimizer, scheduler, precision, self.recipe.train.grad_clip)
 
     def loader(self) -> DataLoader:
         self.order.epoch = self.state.epoch
