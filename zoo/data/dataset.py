@@ -146,26 +146,31 @@ def build_dataset(recipe, model, annotation_file: str | Path | list, for_generat
         entries = [e for e in entries if e.get("task") in recipe.data.train_tasks]
     if max_samples:
         entries = entries[:max_samples]
-    encoder = model.encoder
+    return entries_dataset(recipe, model, entries, path.parent, video_spec=video_spec or recipe.data.video,
+                           for_generation=for_generation, source=str(path))
+
+
+def entries_dataset(recipe, model, entries: list[dict], folder: Path, *, video_spec, for_generation: bool, source: str,
+                    skip_bad_videos: bool | None = None) -> ConversationDataset:
+    """``entries`` (videos relative to ``folder``) encoded for ``model`` as the recipe says: its frame preprocessing,
+    prompt template, video root and grounding style. ``skip_bad_videos`` defaults to the recipe's."""
     codec = model.position.text_codec
     style = recipe.data.grounding_style
     if style == "auto":
         style = "coordinate_tokens" if codec is not None else "decimal"
-    bins = getattr(codec, "bins", 100)
-    video_spec = video_spec or recipe.data.video
     return ConversationDataset(
-        entries, path.parent,
+        entries, folder,
         video_spec=video_spec,
-        preprocess=FramePreprocess.for_encoder(encoder, video_spec.resize),
+        preprocess=FramePreprocess.for_encoder(model.encoder, video_spec.resize),
         tokenizer=model.tokenizer,
         template=recipe.prompt,
-        encode_instruction=encoder.encode_instruction,
+        encode_instruction=model.encoder.encode_instruction,
         video_root=recipe.data.video_root,
-        skip_bad_videos=recipe.data.skip_bad_videos,
+        skip_bad_videos=recipe.data.skip_bad_videos if skip_bad_videos is None else skip_bad_videos,
         for_generation=for_generation,
-        source=str(path),
+        source=source,
         codec=codec,
-        grounding_style=GroundingStyle(style, bins),
+        grounding_style=GroundingStyle(style, getattr(codec, "bins", 100)),
     )
 
 

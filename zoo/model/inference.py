@@ -13,7 +13,7 @@ from zoo.data.reader import open_reader
 from zoo.data.sampling import frame_indices
 from zoo.data.transforms import FramePreprocess
 from zoo.data.batch import VideoSample, collate
-from zoo.data.dataset import ConversationDataset
+from zoo.data.dataset import ConversationDataset, entries_dataset
 from zoo.data.prompting import encode, question_turns
 from zoo.model.generation import generate
 
@@ -29,17 +29,12 @@ def prepare_sample(model, video: str, prompt: str) -> VideoSample:
 
 def generation_dataset(model, entries: list[dict], source: str = "entries in memory") -> ConversationDataset:
     """Entries held in memory (video paths absolute) as the dataset ``stzoo eval`` builds for a file of them
-    (zoo.data.dataset.build_dataset for generation): frames sampled as the recipe's eval.video says, else as
-    data.video, put in its frame_order by entry id, the first turn encoded for generation. What an adapter
-    handed questions one by one (lmms-eval) answers with, so its answers are ``stzoo eval``'s; ``source``
-    names them in errors."""
+    (zoo.data.dataset.entries_dataset for generation): frames sampled as the recipe's eval.video says, else as
+    data.video, the first turn encoded for generation; a bad video stops it (an adapter answers every question).
+    ``source`` names them in errors."""
     recipe = model.recipe
-    video_spec = recipe.eval.video or recipe.data.video
-    return ConversationDataset(
-        entries, Path.cwd(), video_spec=video_spec,
-        preprocess=FramePreprocess.for_encoder(model.encoder, video_spec.resize),
-        tokenizer=model.tokenizer, template=recipe.prompt, encode_instruction=model.encoder.encode_instruction,
-        for_generation=True, source=source, codec=model.position.text_codec)
+    return entries_dataset(recipe, model, entries, Path.cwd(), video_spec=recipe.eval.video or recipe.data.video,
+                           for_generation=True, source=source, skip_bad_videos=False)
 
 
 def answer_stream(model, video: str, prompt: str, max_new_tokens: int = 128, temperature: float = 0.0) -> Iterator[str]:
