@@ -10,6 +10,7 @@ from components.base import BuildContext
 from components.compressors.mash_pooling import MASHPooling
 from components.masks.dst import DSTMask
 from components.masks.frame_block import FrameBlockMask
+from components.masks.bidirectional import BidirectionalMask
 from components.masks.rendering import dense_allowed, render_mask
 from components.positions.harmonic_rope import HarmonicRoPE
 from components.token_metadata import FrameFeatures, TokenKind, TokenSequence
@@ -197,6 +198,15 @@ def test_frame_block_mask_matches_the_hand_written_matrix():
         [1, 1, 1, 1, 1, 0],
         [1, 1, 1, 1, 1, 1],
     ]
+
+
+def test_the_bidirectional_mask_lets_text_see_later_tokens_but_never_padding():
+    # The calibration's broken mask (experiments/calibration.yaml): the question sees the answer after it.
+    kinds = [X_, TokenKind.FRAME, X_, X_]
+    assert rendered(BidirectionalMask(), kinds) == [[1] * 4] * 4
+    sequence = sequence_of(kinds + [TokenKind.PAD])  # its attention mask is 0 at the padding
+    allowed = render_mask(BidirectionalMask(), sequence, "sdpa", torch.float32)[0, 0].int().tolist()
+    assert [row[:4] for row in allowed] == [[1] * 4] * 5 and [row[4] for row in allowed] == [0, 0, 0, 0, 1]
 
 
 def test_padding_keys_are_never_attended_and_padding_rows_are_not_empty():

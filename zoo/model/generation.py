@@ -4,7 +4,9 @@ Prefill runs the whole prompt under the recipe's structured mask and positions. 
 generated token is text, and text attends causally to everything before it in every
 scheme, so decode steps need only the 2-D padding mask; each position axis continues
 after its largest id so far. ``use_cache=False`` recomputes the full sequence each step
-(the reference the cached path is tested against).
+(the reference the cached path is tested against). The one exception is the bidirectional mask, whose
+prompt tokens would see later ones: decoding keeps the prompt's cache as prefill left it, as a model
+trained that way would be served.
 """
 
 from __future__ import annotations
