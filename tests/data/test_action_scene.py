@@ -22,14 +22,16 @@ from zoo.data.action_scene.vocabulary import ACTIONS, SCENES, USUAL_ACTION
 from zoo.data.formats import load_entries
 from zoo.data.reader import open_reader
 
-FILES = ("train.json", "train_grounding.json", "test_binary.json", "test_open.json", "test_mc.json", "test_grounding.json")
+FILES = ("train.json", "train_grounding.json", "test_binary.json", "test_open.json", "test_mc.json", "test_grounding.json",
+         "train_calibration.json", "test_calibration.json")
 
 
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory):
     out = tmp_path_factory.mktemp("suite")
     result = subprocess.run([sys.executable, "-m", "zoo.cli", "data", "synth", "--out", str(out), "--seed", "0",
-                             "--videos", "120"], capture_output=True, text=True, cwd=REPO, timeout=600)
+                             "--videos", "120", "--calibration-videos", "60"], capture_output=True, text=True, cwd=REPO,
+                            timeout=600)
     assert result.returncode == 0, result.stderr
     return out
 
@@ -37,7 +39,7 @@ def suite(tmp_path_factory):
 def test_videos_open_with_decord_and_pyav(suite):
     manifest = json.loads((suite / "manifest.json").read_text())
     videos = sorted((suite / "videos").rglob("*.mp4"))
-    assert len(videos) == 120
+    assert len(videos) == 120 + 60  # the suite's and the calibration clips
     frames = manifest["options"]["fps"] * manifest["options"]["seconds"]
     for video in videos[::7]:
         for backend in ("decord", "pyav"):
@@ -110,12 +112,17 @@ def test_test_splits_are_what_they_claim(suite):
 
 def test_same_seed_same_files_and_frames(tmp_path):
     options = SuiteOptions(height=32, width=32, seconds=1.0)
-    generate_suite(tmp_path / "a", seed=5, videos=12, options=options)
-    generate_suite(tmp_path / "b", seed=5, videos=12, options=SuiteOptions(height=32, width=32, seconds=1.0, workers=2))
-    generate_suite(tmp_path / "c", seed=6, videos=12, options=options)
+    generate_suite(tmp_path / "a", seed=5, videos=12, options=options, calibration_videos=6)
+    generate_suite(tmp_path / "b", seed=5, videos=12, options=SuiteOptions(height=32, width=32, seconds=1.0, workers=2),
+                   calibration_videos=6)
+    generate_suite(tmp_path / "c", seed=6, videos=12, options=options, calibration_videos=6)
+    generate_suite(tmp_path / "d", seed=5, videos=12, options=options)  # no calibration clips
     digest = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()  # noqa: E731
     for name in FILES:
         assert digest(tmp_path / "a" / name) == digest(tmp_path / "b" / name)
+        if "calibration" not in name:  # the calibration clips draw from streams of their own
+            assert digest(tmp_path / "a" / name) == digest(tmp_path / "d" / name)
+    assert not (tmp_path / "d" / "test_calibration.json").exists()
     assert digest(tmp_path / "a" / "test_binary.json") != digest(tmp_path / "c" / "test_binary.json")
     for video in sorted((tmp_path / "a" / "videos").rglob("*.mp4")):
         twin = tmp_path / "b" / video.relative_to(tmp_path / "a")
@@ -226,13 +233,16 @@ def test_calibration_files_have_known_answers_and_balanced_families(suite):
         answers = [e["answer"] for e in families[family]]
         assert answers.count(options[0]) == answers.count(options[1]) > 0, family
     assert all((e["answer"] == "no") == (e["meta"]["action"] is None) for e in families["presence"])
-    # Order answers agree with the boxes the grounding file records for the same video.
-    grounding = {e["video"]: e for e in json.loads((suite / "test_grounding.json").read_text()) if e["task"] == "spatiotemporal_grounding"}
+    # Order answers agree with the pixels: where the actor is (what differs from the clip's median frame) in its
+    # first and last frames on screen.
     for entry in families["order"]:
-        boxes = grounding[entry["video"]]["target"]["boxes"]
-        travel = (boxes[-1][1][0] + boxes[-1][1][2]) / 2 - (boxes[0][1][0] + boxes[0][1][2]) / 2
-        assert entry["answer"] == ("to the right" if travel > 0 else "to the left")
-    assert {e["video"] for e in binary} >= {e["video"] for e in test}
+        frames = open_reader("pyav").read(suite / entry["video"], list(range(24))).astype(float).mean(axis=-1)
+        moving = np.abs(frames - np.median(frames, axis=0)) > 40
+        columns = [np.nonzero(frame.any(axis=0))[0].mean() for frame in moving if frame.sum() > 20]
+        assert entry["answer"] == ("to the right" if columns[-1] > columns[0] else "to the left"), entry["id"]
+    # Clips of their own: the suite's other files never name them.
+    assert not {e["video"] for e in binary} & {e["video"] for e in test}
     train = json.loads((suite / "train_calibration.json").read_text())
-    assert len(train) == len(json.loads((suite / "train.json").read_text()))
+    manifest = json.loads((suite / "manifest.json").read_text())
+    assert len(train) == manifest["splits"]["calibration_train"] == 36 and manifest["calibration_videos"] == 60
     assert all(e["task"] == "conversation" and len(e["conversations"]) in (4, 6) for e in train)

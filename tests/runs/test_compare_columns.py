@@ -24,7 +24,8 @@ EXPERIMENTS = sorted((REPO / "experiments").glob("*.yaml"))
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("suite")
-    generate_suite(out, seed=3, videos=40, options=SuiteOptions(train_share=0.0, height=32, width=32, seconds=0.5))
+    generate_suite(out, seed=3, videos=40, options=SuiteOptions(train_share=0.0, height=32, width=32, seconds=0.5),
+                   calibration_videos=20)
     return out
 
 

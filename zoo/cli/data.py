@@ -22,6 +22,8 @@ def add_parser(subcommands) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--videos", type=positive_int, default=120)
+    p.add_argument("--calibration-videos", type=int, default=0,
+                   help="clips made for the calibration families and their files (0: none)")
     defaults = SuiteOptions()
     p.add_argument("--train-share", type=float, default=defaults.train_share, help="share of videos in the train split")
     p.add_argument("--usual-bias", type=float, default=defaults.usual_bias,
@@ -58,7 +60,8 @@ def synth(args) -> int:
         print(f"stzoo data synth: {error}", file=sys.stderr)
         return 2
     started = time.perf_counter()
-    manifest = generate_suite(args.out, seed=args.seed, videos=args.videos, options=options)
+    manifest = generate_suite(args.out, seed=args.seed, videos=args.videos, options=options,
+                              calibration_videos=args.calibration_videos)
     counts = ", ".join(f"{k} {v}" for k, v in manifest.get("splits", {}).items())
     print(f"wrote {args.videos} videos to {args.out} in {time.perf_counter() - started:.1f}s ({counts})")
     return 0

@@ -67,6 +67,7 @@ class SyntheticSpec:
     out: str = ".stzoo/data/action_scene"
     seed: int = bounded(0, ge=0)
     videos: int = bounded(120, ge=1)
+    calibration_videos: int = bounded(0, ge=0)  # clips made for the calibration files (0: none written)
 
 
 ANNOTATION_FORMATS = ("stzoo", "llava", "videochat2", "mvbench", "charades_sta")
@@ -236,10 +237,12 @@ class Recipe:
         # Left out too: the reader (every reader gives the same frames, tests/data/test_torchcodec_reader.py: hashed
         # as the decord every recipe read with before torchcodec, so fingerprints and the run names made of them
         # stay as they were), packing (the padded batch's losses, tests/model/test_packing.py) and the format where
-        # it is the default schema, for the same reason.
+        # it is the default schema, for the same reason; and no calibration clips, the suite drawn before they were.
         video = {**data["data"]["video"], "reader": "decord"}
         kept = {k: v for k, v in data["data"].items() if k not in ("eval", "packing", "pack_tokens")
                 and not (k == "format" and v == "stzoo")}
+        if kept.get("synthetic") and not kept["synthetic"]["calibration_videos"]:
+            kept["synthetic"] = {k: v for k, v in kept["synthetic"].items() if k != "calibration_videos"}
         relevant = {"model": data["model"], "data": {**kept, "video": video},
                     "prompt": data["prompt"], "train": train, "workers": data["scaling"]["num_workers"]}
         return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:8]

@@ -13,9 +13,13 @@ Each is a two-option multiple-choice question (chance 50%), ``task_type`` naming
   drawn at random: every model must sit at chance, and one above it learns the answer from elsewhere (the
   text, the position of the question, a leak).
 
-The test file keeps, per family, as many questions of each answer, so that always giving one answer (or the
-training prior: most training videos have an actor) scores chance. They are written to their own files (train_calibration.json, test_calibration.json) from their own random
-stream, so the suite's other files are the same as without them.
+The questions are asked of clips made for them (``data.synthetic.calibration_videos``; suite.py): half show no
+one, half an actor running or swimming across most of the frame for at least three quarters of the clip, so
+that a direction spans several patches of a tiny encoder's input (the suite's own clips travel as little as a
+tenth of the width, and too few of them travel for a tiny model to learn direction from). The test file keeps,
+per family, as many questions of each answer, so that always giving one answer scores chance. Clips, questions
+and files (train_calibration.json, test_calibration.json) come from random streams of their own, so the suite's
+other files are the same as without them.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ DIRECTIONS = ("to the left", "to the right")
 CONTROL_QUESTIONS = ("Was this video filmed on a weekday?", "Was this video filmed in the morning?",
                      "Is the camera made in Japan?")
 TRAVELLING = ("swimming", "running", "walking")  # actions whose reversed clip is a clip of the other direction
+CROSSING = ("running", "swimming")  # the travelling actions that cross most of the frame (0.84 and 0.7 of it)
+CROSSING_SPAN = (0.75, 1.0)  # a calibration actor's time on screen, as a share of the clip
 MIN_TRAVEL = 0.1  # net horizontal travel (share of the width) below which a clip has no direction to ask about
 
 

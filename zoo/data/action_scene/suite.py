@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo.data.action_scene.calibration import calibration_conversation, calibration_entries
+from zoo.data.action_scene.calibration import CROSSING, CROSSING_SPAN, calibration_conversation, calibration_entries
 from zoo.data.action_scene.questions import (
     Clip, binary_entries, choice_entry, grounding_entries, open_entry, training_conversation,
 )
@@ -24,9 +24,10 @@ from zoo.data.action_scene.vocabulary import ACTIONS, SCENES, judge_vocabulary
 from zoo.data.writer import write_video
 
 TEST_SPLITS = ("usual", "unusual", "scene_only")
-# Bumped whenever drawing or annotations change: a suite on disk of another version is redrawn,
-# never silently reused (2: actors large enough for a 32 x 32 encoder input).
-GENERATOR_VERSION = 3  # 3: the calibration files
+CALIBRATION_SPLITS = ("calibration_train", "calibration_test")
+# Bumped whenever drawing or annotations change: a suite on disk of another version is refused,
+# never silently reused (2: actors large enough for a 32 x 32 encoder input; 3: the calibration files).
+GENERATOR_VERSION = 4  # 4: the calibration files from clips of their own
 
 
 @dataclass
@@ -69,6 +70,8 @@ class Plan:
     split: str
     scene: str
     action: str | None
+    stream: int = 1  # the video's random stream is (seed, stream, index): calibration clips draw from their own
+    span_range: tuple[float, float] | None = None  # the actor's time on screen (None: SuiteOptions.span_range)
 
 
 def plan_videos(count: int, seed: int, options: SuiteOptions) -> list[Plan]:
@@ -92,13 +95,26 @@ def plan_videos(count: int, seed: int, options: SuiteOptions) -> list[Plan]:
     return plans
 
 
+def plan_calibration_videos(count: int, seed: int, options: SuiteOptions) -> list[Plan]:
+    """Clips made for the calibration families (zoo.data.action_scene.calibration): half with no one in any
+    scene, half an actor crossing most of the frame, split into train and test by ``options.train_share``."""
+    rng = np.random.default_rng([seed, 4])
+    train = round(count * options.train_share)
+    plans = []
+    for index in range(count):
+        action = None if rng.random() < 0.5 else str(rng.choice(CROSSING))
+        plans.append(Plan(index, CALIBRATION_SPLITS[index >= train], str(rng.choice(list(SCENES))), action,
+                          stream=4, span_range=CROSSING_SPAN if action else None))
+    return plans
+
+
 def make_clip(plan: Plan, seed: int, options: SuiteOptions, out: Path) -> Clip:
     """Render and write one video; returns what its questions need."""
-    rng = np.random.default_rng([seed, 1, plan.index])
+    rng = np.random.default_rng([seed, plan.stream, plan.index])
     frames = options.frames
     span = None
     if plan.action is not None:
-        low, high = options.span_range
+        low, high = plan.span_range or options.span_range
         shortest = max(2, round(low * frames))
         length = int(rng.integers(shortest, max(shortest, round(high * frames)) + 1))
         first = int(rng.integers(0, frames - length + 1))
@@ -121,12 +137,13 @@ def _make_clip_job(arguments) -> Clip:
 
 
 def generate_suite(out: str | Path, seed: int = 0, videos: int = 120, options: SuiteOptions | None = None,
-                   progress=None) -> dict:
-    """Write ``videos`` videos and the annotation files under ``out``; returns the manifest."""
+                   progress=None, calibration_videos: int = 0) -> dict:
+    """Write ``videos`` videos and the annotation files under ``out``, and ``calibration_videos`` clips with
+    the calibration files (none: no calibration files); returns the manifest."""
     options = options or SuiteOptions()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    plans = plan_videos(videos, seed, options)
+    plans = plan_videos(videos, seed, options) + plan_calibration_videos(calibration_videos, seed, options)
     jobs = [(plan, seed, options, out) for plan in plans]
     if options.workers > 1:
         with ProcessPoolExecutor(options.workers) as pool:
@@ -137,7 +154,9 @@ def generate_suite(out: str | Path, seed: int = 0, videos: int = 120, options: S
             clips.append(make_clip(*job))
             if progress is not None:
                 progress(len(clips), len(jobs))
-    files = write_annotations(clips, seed, out)
+    calibration = [c for c in clips if c.split in CALIBRATION_SPLITS]
+    clips = clips[:len(clips) - len(calibration)]
+    files = write_annotations(clips, seed, out, calibration)
     train = [c for c in clips if c.split == "train"]
     with_actor = [c for c in train if c.action is not None]
     manifest = {
@@ -145,11 +164,13 @@ def generate_suite(out: str | Path, seed: int = 0, videos: int = 120, options: S
         "generator_version": GENERATOR_VERSION,
         "seed": seed,
         "videos": videos,
+        "calibration_videos": calibration_videos,
         "options": asdict(options),
         "vocabulary": judge_vocabulary(),
         "usual_scene": {action: spec["usual_scene"] for action, spec in ACTIONS.items()},
         "phrases": {action: spec["phrase"] for action, spec in ACTIONS.items()},
-        "splits": {split: sum(1 for c in clips if c.split == split) for split in ("train", *TEST_SPLITS)},
+        "splits": {split: sum(1 for c in clips + calibration if c.split == split)
+                   for split in ("train", *TEST_SPLITS, *(CALIBRATION_SPLITS if calibration else ()))},
         "train_usual_share": (sum(1 for c in with_actor if ACTIONS[c.action]["usual_scene"] == c.scene) / len(with_actor)
                               if with_actor else None),
         "train_scene_only": sum(1 for c in train if c.action is None),
@@ -159,7 +180,7 @@ def generate_suite(out: str | Path, seed: int = 0, videos: int = 120, options: S
     return manifest
 
 
-def write_annotations(clips: list[Clip], seed: int, out: Path) -> dict[str, int]:
+def write_annotations(clips: list[Clip], seed: int, out: Path, calibration: list[Clip] = ()) -> dict[str, int]:
     rng = np.random.default_rng([seed, 2])  # question wording and distractors, in video order
     files: dict[str, list[dict]] = {name: [] for name in (
         "train.json", "train_grounding.json", "test_binary.json", "test_open.json", "test_mc.json", "test_grounding.json")}
@@ -174,7 +195,8 @@ def write_annotations(clips: list[Clip], seed: int, out: Path) -> dict[str, int]
         if clip.action is not None:
             files["test_mc.json"].append(choice_entry(clip, rng, "action"))
         files["test_grounding.json"] += grounding_entries(clip, rng)
-    files.update(calibration_files(clips, seed))
+    if calibration:
+        files.update(calibration_files(calibration, seed))
     for name, entries in files.items():
         (out / name).write_text(json.dumps(entries, indent=1, sort_keys=True))
     return {name: len(entries) for name, entries in files.items()}
@@ -185,7 +207,7 @@ def calibration_files(clips: list[Clip], seed: int) -> dict[str, list[dict]]:
     rng = np.random.default_rng([seed, 3])
     files: dict[str, list[dict]] = {"train_calibration.json": [], "test_calibration.json": []}
     for clip in clips:
-        if clip.split == "train":
+        if clip.split == CALIBRATION_SPLITS[0]:
             files["train_calibration.json"].append(calibration_conversation(clip, rng))
         else:
             files["test_calibration.json"] += calibration_entries(clip, rng)
