@@ -225,24 +225,31 @@ def test_skiing_reversed_is_never_drawn_so_it_has_no_order_question():
 def test_calibration_files_have_known_answers_and_balanced_families(suite):
     test = json.loads((suite / "test_calibration.json").read_text())
     binary = json.loads((suite / "test_binary.json").read_text())
-    families = {family: [e for e in test if e["task_type"] == family] for family in ("order", "presence", "control")}
+    families = {family: [e for e in test if e["task_type"] == family] for family in ("order", "when", "presence", "control")}
     assert all(families.values()) and len(test) == sum(map(len, families.values()))
     assert all(e["task"] == "multiple_choice" and len(e["candidates"]) == 2 and e["answer"] in e["candidates"] for e in test)
     assert all(e["meta"]["action"] in TRAVELLING for e in families["order"])
-    for family, options in (("presence", ("yes", "no")), ("control", ("yes", "no")), ("order", ("to the left", "to the right"))):
+    for family, options in (("presence", ("yes", "no")), ("control", ("yes", "no")), ("order", ("to the left", "to the right")),
+                            ("when", ("at the start", "at the end"))):
         answers = [e["answer"] for e in families[family]]
         assert answers.count(options[0]) == answers.count(options[1]) > 0, family
     assert all((e["answer"] == "no") == (e["meta"]["action"] is None) for e in families["presence"])
-    # Order answers agree with the pixels: where the actor is (what differs from the clip's median frame) in its
-    # first and last frames on screen.
-    for entry in families["order"]:
+    # Order and when answers agree with the pixels: where the actor is (what differs from the clip's median frame,
+    # the empty scene: the actor is on screen for less than half the clip) in its first and last frames on screen,
+    # and in which half of the clip those frames are.
+    for entry in families["order"] + families["when"]:
         frames = open_reader("pyav").read(suite / entry["video"], list(range(24))).astype(float).mean(axis=-1)
         moving = np.abs(frames - np.median(frames, axis=0)) > 40
-        columns = [np.nonzero(frame.any(axis=0))[0].mean() for frame in moving if frame.sum() > 20]
-        assert entry["answer"] == ("to the right" if columns[-1] > columns[0] else "to the left"), entry["id"]
+        seen = [t for t, frame in enumerate(moving) if frame.sum() > 20]
+        columns = [np.nonzero(moving[t].any(axis=0))[0].mean() for t in seen]
+        if entry["task_type"] == "order":
+            assert entry["answer"] == ("to the right" if columns[-1] > columns[0] else "to the left"), entry["id"]
+        else:
+            assert entry["answer"] == ("at the start" if seen[-1] < 12 else "at the end") and (seen[0] >= 12) == (
+                entry["answer"] == "at the end"), entry["id"]
     # Clips of their own: the suite's other files never name them.
     assert not {e["video"] for e in binary} & {e["video"] for e in test}
     train = json.loads((suite / "train_calibration.json").read_text())
     manifest = json.loads((suite / "manifest.json").read_text())
     assert len(train) == manifest["splits"]["calibration_train"] == 36 and manifest["calibration_videos"] == 60
-    assert all(e["task"] == "conversation" and len(e["conversations"]) in (4, 6) for e in train)
+    assert all(e["task"] == "conversation" and len(e["conversations"]) in (4, 8) for e in train)

@@ -8,13 +8,18 @@ Each is a two-option multiple-choice question (chance 50%), ``task_type`` naming
   model that averages over time sees inputs of the same distribution for both answers and must sit at
   chance; one that keeps frame order need not. Skiing is left out: its actor always descends, so the
   reversed clip (climbing) is never drawn and a time average could tell the directions apart.
+- ``when``: "When is the person in the video?", at the start or at the end: the actor is on screen only in
+  the first or only in the last part of the clip, drawn equally often. Played backwards, a start clip is an
+  end clip of the other direction (the premise of ``order``), so a time average must sit at chance here too;
+  a model that keeps frame order needs only to tell frames with the actor from frames without, which tiny
+  models learn within minutes where direction (which also needs where the actor is) they may not.
 - ``presence``: "Is there a person in the video?" (scene-only clips: no).
 - ``control``: a question about something no video shows ("Was this filmed on a weekday?"), its answer
   drawn at random: every model must sit at chance, and one above it learns the answer from elsewhere (the
   text, the position of the question, a leak).
 
 The questions are asked of clips made for them (``data.synthetic.calibration_videos``; suite.py): half show no
-one, half an actor running or swimming across most of the frame for at least three quarters of the clip, so
+one, half an actor running or swimming across most of the frame in the first or the last 35-50% of the clip, so
 that a direction spans several patches of a tiny encoder's input (the suite's own clips travel as little as a
 tenth of the width, and too few of them travel for a tiny model to learn direction from). The test file keeps,
 per family, as many questions of each answer, so that always giving one answer scores chance. Clips, questions
@@ -33,7 +38,8 @@ CONTROL_QUESTIONS = ("Was this video filmed on a weekday?", "Was this video film
                      "Is the camera made in Japan?")
 TRAVELLING = ("swimming", "running", "walking")  # actions whose reversed clip is a clip of the other direction
 CROSSING = ("running", "swimming")  # the travelling actions that cross most of the frame (0.84 and 0.7 of it)
-CROSSING_SPAN = (0.75, 1.0)  # a calibration actor's time on screen, as a share of the clip
+CROSSING_SPAN = (0.35, 0.5)  # a calibration actor's time on screen, as a share of the clip: at its start or its end
+TIMES = ("at the start", "at the end")
 MIN_TRAVEL = 0.1  # net horizontal travel (share of the width) below which a clip has no direction to ask about
 
 
@@ -46,6 +52,14 @@ def direction(clip: Clip) -> str | None:
     if abs(travel) < MIN_TRAVEL:
         return None
     return DIRECTIONS[int(travel > 0)]
+
+
+def appearance(clip: Clip) -> str | None:
+    """Whether the actor is on screen only in the first or only in the last half of the clip."""
+    if clip.span is None:
+        return None
+    start, end = clip.span
+    return TIMES[0] if end <= 0.5 else TIMES[1] if start >= 0.5 else None
 
 
 def two_way(clip: Clip, rng: np.random.Generator, family: str, question: str, truth: str, options: tuple[str, str]) -> dict:
@@ -64,6 +78,9 @@ def calibration_entries(clip: Clip, rng: np.random.Generator) -> list[dict]:
     moving = direction(clip)
     if moving is not None:
         entries.append(two_way(clip, rng, "order", "Which way does the person move across the frame?", moving, DIRECTIONS))
+    when = appearance(clip)
+    if when is not None:
+        entries.append(two_way(clip, rng, "when", "When is the person in the video?", when, TIMES))
     present = "no" if clip.action is None else "yes"
     entries.append(two_way(clip, rng, "presence", "Is there a person in the video?", present, ("yes", "no")))
     question = CONTROL_QUESTIONS[int(rng.integers(len(CONTROL_QUESTIONS)))]

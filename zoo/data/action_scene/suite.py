@@ -72,6 +72,7 @@ class Plan:
     action: str | None
     stream: int = 1  # the video's random stream is (seed, stream, index): calibration clips draw from their own
     span_range: tuple[float, float] | None = None  # the actor's time on screen (None: SuiteOptions.span_range)
+    span_at: str | None = None  # "start" or "end": the span begins or ends the clip (None: drawn anywhere)
 
 
 def plan_videos(count: int, seed: int, options: SuiteOptions) -> list[Plan]:
@@ -97,14 +98,16 @@ def plan_videos(count: int, seed: int, options: SuiteOptions) -> list[Plan]:
 
 def plan_calibration_videos(count: int, seed: int, options: SuiteOptions) -> list[Plan]:
     """Clips made for the calibration families (zoo.data.action_scene.calibration): half with no one in any
-    scene, half an actor crossing most of the frame, split into train and test by ``options.train_share``."""
+    scene, half an actor crossing most of the frame in the first or the last part of the clip, split into train
+    and test by ``options.train_share``."""
     rng = np.random.default_rng([seed, 4])
     train = round(count * options.train_share)
     plans = []
     for index in range(count):
         action = None if rng.random() < 0.5 else str(rng.choice(CROSSING))
         plans.append(Plan(index, CALIBRATION_SPLITS[index >= train], str(rng.choice(list(SCENES))), action,
-                          stream=4, span_range=CROSSING_SPAN if action else None))
+                          stream=4, span_range=CROSSING_SPAN if action else None,
+                          span_at=str(rng.choice(["start", "end"])) if action else None))
     return plans
 
 
@@ -117,7 +120,8 @@ def make_clip(plan: Plan, seed: int, options: SuiteOptions, out: Path) -> Clip:
         low, high = plan.span_range or options.span_range
         shortest = max(2, round(low * frames))
         length = int(rng.integers(shortest, max(shortest, round(high * frames)) + 1))
-        first = int(rng.integers(0, frames - length + 1))
+        first = int(rng.integers(0, frames - length + 1))  # drawn even where span_at fixes it: the same stream
+        first = {"start": 0, "end": frames - length}.get(plan.span_at, first)
         last = first + length
         span = (first, last)
     video, boxes = render(plan.scene, plan.action, rng, frames, options.height, options.width, options.seconds, span)
