@@ -6,7 +6,7 @@ import json
 import sys
 import time
 
-from zoo.cli.arguments import positive_int
+from zoo.cli.arguments import non_negative_int, positive_int
 from zoo.data.action_scene import SuiteOptions, generate_suite
 from zoo.data.reader import BACKENDS, VideoError, open_reader
 
@@ -22,7 +22,7 @@ def add_parser(subcommands) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--videos", type=positive_int, default=120)
-    p.add_argument("--calibration-videos", type=int, default=0,
+    p.add_argument("--calibration-videos", type=non_negative_int, default=0,
                    help="clips made for the calibration families and their files (0: none)")
     defaults = SuiteOptions()
     p.add_argument("--train-share", type=float, default=defaults.train_share, help="share of videos in the train split")

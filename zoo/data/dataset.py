@@ -279,10 +279,13 @@ def ensure_synthetic_suite(recipe, progress: bool = True) -> None:
 
 def suite_differences(manifest: dict, spec) -> list[tuple[str, str]]:
     """(what the suite on disk was drawn with, what the recipe asks for) for each setting that differs."""
+    options = json.loads(json.dumps(asdict(SuiteOptions())))
     wanted = {"generator_version": GENERATOR_VERSION, "seed": spec.seed, "videos": spec.videos,
-              "calibration_videos": spec.calibration_videos, **{f"options.{k}": v for k, v in json.loads(json.dumps(asdict(SuiteOptions()))).items() if k != "workers"}}
+              "calibration_videos": spec.calibration_videos,
+              **{f"options.{k}": v for k, v in options.items() if k != "workers"}}
     found = {"generator_version": manifest.get("generator_version", 1), "seed": manifest.get("seed"),
-             "videos": manifest.get("videos"), "calibration_videos": manifest.get("calibration_videos", 0), **{f"options.{k}": v for k, v in manifest.get("options", {}).items()}}
+             "videos": manifest.get("videos"), "calibration_videos": manifest.get("calibration_videos", 0),
+             **{f"options.{k}": v for k, v in manifest.get("options", {}).items()}}
     return [(f"{key} {found.get(key)}", f"{key} {value}") for key, value in wanted.items() if found.get(key) != value]
 
 

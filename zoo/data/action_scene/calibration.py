@@ -11,8 +11,8 @@ Each is a two-option multiple-choice question (chance 50%), ``task_type`` naming
 - ``when``: "When is the person in the video?", at the start or at the end: the actor is on screen only in
   the first or only in the last part of the clip, drawn equally often. Played backwards, a start clip is an
   end clip of the other direction (the premise of ``order``), so a time average must sit at chance here too;
-  a model that keeps frame order needs only to tell frames with the actor from frames without, which tiny
-  models learn within minutes where direction (which also needs where the actor is) they may not.
+  a model that keeps frame order needs only to tell frames with the actor from frames without (tiny MASH-VLM
+  learnt it on 2 of 3 seeds in 1500 steps; no tiny model learnt direction, which also needs where the actor is).
 - ``presence``: "Is there a person in the video?" (scene-only clips: no).
 - ``control``: a question about something no video shows ("Was this filmed on a weekday?"), its answer
   drawn at random: every model must sit at chance, and one above it learns the answer from elsewhere (the
