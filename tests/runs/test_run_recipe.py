@@ -14,7 +14,9 @@ import pytest
 import yaml
 
 from tests.helpers import REPO, submit_job
+from zoo.config.experiment import load_experiment
 from zoo.data.action_scene import generate_suite
+from zoo.runs.sweep import children
 
 pytestmark = pytest.mark.slow
 
@@ -111,7 +113,8 @@ def test_train_sweep_and_ray_job_log_the_same_run(cluster, tmp_path):
     client = MlflowClient(cluster.mlflow_url)
     layouts = {
         launcher: layout(client, run_named(client, EXPERIMENT, name), Path(tmp_path / launcher.replace(" ", "_")))
-        for launcher, name in (("stzoo train", f"{EXPERIMENT}.train"), ("stzoo sweep", f"{EXPERIMENT}.tiny.short.seed0"),
+        for launcher, name in (("stzoo train", f"{EXPERIMENT}.train"),
+                               ("stzoo sweep", children(load_experiment(experiment), "tiny")[0].name),
                                ("ray_jobs.train", f"{EXPERIMENT}.ray"))
     }
     reference = layouts["stzoo train"]

@@ -235,3 +235,23 @@ def test_the_mlflow_ui_opens_an_experiment_on_its_runs_and_a_run_on_its_scores(s
     assert "mc.multiple_choice.accuracy" in page and "loss" in page
     for counted in ("multiple_choice.count", "coverage.entries", "open_ended.missing", "binary.pairs"):
         assert counted not in page
+
+
+def test_an_edited_experiment_reruns_what_changed_and_compare_keeps_the_runs_of_the_file_as_it_is(swept):
+    """Kept last: it adds runs to the sweep's store. Two runs of causal at fewer evaluation samples are new
+    children; frame_block is skipped; compare on either version of the file reads only that version's runs."""
+    data = yaml.safe_load(swept["experiment"].read_text())
+    data["variants"]["causal"]["set"]["eval.max_samples"] = 4
+    edited = swept["tmp_path"] / "two_masks_edited.yaml"
+    edited.write_text(yaml.safe_dump(data))
+    rerun = stzoo("sweep", str(edited), "--scale", "tiny", "--variants", "causal,frame_block",
+                  "--output", str(swept["tmp_path"] / "runs"), env=swept["env"])
+    assert rerun.returncode == 0 and "finished: 2" in rerun.stdout and "skipped: 2" in rerun.stdout, rerun.stdout
+    for path, kept_items in ((edited, 4), (swept["experiment"], 6)):
+        out = swept["tmp_path"] / f"compared_{path.stem}"
+        compared = stzoo("compare", str(path), "--scale", "tiny", "--out", str(out), "--bootstrap", "50", env=swept["env"])
+        assert compared.returncode == 0, compared.stderr
+        assert "left out 2 finished runs made by another version of the experiment file or its recipes (2 of causal)" in compared.stdout
+        assert any(line.startswith("| causal | 2 |") for line in compared.stdout.splitlines())
+        verdict = next(line for line in compared.stdout.splitlines() if line.startswith("| frame_block above causal"))
+        assert f"over 2 seeds x {kept_items} items" in verdict

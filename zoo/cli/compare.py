@@ -17,6 +17,8 @@ def add_parser(subcommands) -> None:
     p.add_argument("--out", help="output directory (default: experiments/results/NAME_SCALE)")
     p.add_argument("--bootstrap", type=int, default=REPLICATES, metavar="N",
                    help=f"bootstrap draws for the intervals of differences (default {REPLICATES}; 0: none)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="the --set overrides the sweep ran with: runs are kept when they were made by the file with them")
     p.add_argument("--check", action="store_true",
                    help="exit 1 unless every expectation of the experiment file held (a calibration's pass/fail)")
     p.set_defaults(run=run)
@@ -29,7 +31,7 @@ def run(args) -> int:
     out = Path(args.out or f"experiments/results/{experiment.name}_{args.scale}")
     if args.check and args.bootstrap <= 0:
         raise RecipeError("stzoo compare: --check judges expectations on bootstrap intervals; give --bootstrap N > 0")
-    comparison = compare(experiment, args.scale, out, replicates=args.bootstrap)
+    comparison = compare(experiment, args.scale, out, replicates=args.bootstrap, extra=args.overrides)
     print(comparison.markdown())
     print(f"\nwritten to {out}/ (table.md, table.csv, metrics.png, training_loss.png)")
     held = sum(verdict.held is True for verdict in comparison.verdicts)

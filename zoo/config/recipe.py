@@ -247,6 +247,13 @@ class Recipe:
                     "prompt": data["prompt"], "train": train, "workers": data["scaling"]["num_workers"]}
         return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
+    def results_fingerprint(self) -> str:
+        """A short hash of what decides a run's numbers: the weights' fingerprint and how they are evaluated
+        (the benchmarks and the evaluation settings, which ``fingerprint`` leaves out). Sweeps name children by it."""
+        data = self.to_dict()
+        measured = {"weights": self.fingerprint(), "benchmarks": data["data"]["eval"], "eval": data["eval"]}
+        return hashlib.sha256(json.dumps(measured, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
     @property
     def component_names(self) -> dict[str, str]:
         model = self.model

@@ -27,7 +27,7 @@ from zoo.evaluation.bootstrap import REPLICATES, Interval, ScoredItems
 from zoo.evaluation.chance import chance_level, column_items
 from zoo.runs.expectations import Estimates, Verdict, judge, verdict_table
 from zoo.runs.plots import plot_loss_curves
-from zoo.runs.sweep import EXPERIMENT_TAG, SCALE_TAG, SEED_TAG, VARIANT_TAG
+from zoo.runs.sweep import EXPERIMENT_TAG, FINGERPRINT_TAG, SCALE_TAG, SEED_TAG, VARIANT_TAG, results_fingerprint
 from zoo.runs.tables import Column, format_number, markdown_table, mean_and_spread
 
 
@@ -106,25 +106,48 @@ def format_difference(difference: Interval | None) -> str:
     return f"{difference.value:+.2f} [{difference.low:+.2f}, {difference.high:+.2f}]{star}"
 
 
-def experiment_runs(experiment: Experiment, scale: str, uri: str) -> tuple[dict[str, list], str | None]:
-    """The finished runs of each variant (seed order) and the sweep's parent run id."""
+@dataclass
+class ExperimentRuns:
+    """The finished runs of each variant (seed order) of the experiment file as it is now, the sweep's parent
+    run, and how many finished runs of each variant were left out because another recipe made them."""
+    by_variant: dict[str, list]
+    parent_id: str | None
+    left_out: dict[str, int]
+
+
+def experiment_runs(experiment: Experiment, scale: str, uri: str, extra: list[str] | None = None) -> ExperimentRuns:
+    """A run counts when its results fingerprint is the one the file (with the sweep's ``extra`` overrides) gives
+    its variant and seed now: runs of an earlier version of the file, or of a recipe edited since, are left out
+    rather than averaged in."""
     client = tracking.client(uri)
     found = client.get_experiment_by_name(experiment.name)
-    runs_by_variant: dict[str, list] = {v: [] for v in experiment.variants}
-    parent_id = None
-    if found is not None:
-        runs = client.search_runs([found.experiment_id],
-                                  filter_string=f"tags.`{EXPERIMENT_TAG}` = '{experiment.name}' and tags.`{SCALE_TAG}` = '{scale}'",
-                                  max_results=5000)
-        for run in runs:
-            tags = run.data.tags
-            if tags.get("stzoo.role") == "sweep":
-                parent_id = run.info.run_id
-            elif run.info.status == "FINISHED" and tags.get(VARIANT_TAG) in runs_by_variant:
-                runs_by_variant[tags[VARIANT_TAG]].append(run)
-    for runs in runs_by_variant.values():
-        runs.sort(key=lambda r: int(r.data.tags.get(SEED_TAG, 0)))
-    return runs_by_variant, parent_id
+    kept = ExperimentRuns({v: [] for v in experiment.variants}, None, {})
+    expected: dict[tuple[str, str], str] = {}
+    runs = [] if found is None else client.search_runs(
+        [found.experiment_id], filter_string=f"tags.`{EXPERIMENT_TAG}` = '{experiment.name}' and tags.`{SCALE_TAG}` = '{scale}'",
+        max_results=5000)
+    for run in runs:
+        tags = run.data.tags
+        variant, seed = tags.get(VARIANT_TAG), tags.get(SEED_TAG, "0")
+        if tags.get("stzoo.role") == "sweep":
+            kept.parent_id = run.info.run_id
+        if run.info.status != "FINISHED" or variant not in kept.by_variant:
+            continue
+        if (variant, seed) not in expected:
+            expected[variant, seed] = results_fingerprint(experiment, variant, int(seed), scale, extra)
+        if tags.get(FINGERPRINT_TAG) == expected[variant, seed]:
+            kept.by_variant[variant].append(run)
+        else:
+            kept.left_out[variant] = kept.left_out.get(variant, 0) + 1
+    for variant_runs in kept.by_variant.values():
+        variant_runs.sort(key=lambda r: int(r.data.tags.get(SEED_TAG, 0)))
+    return kept
+
+
+def left_out_note(left_out: dict[str, int]) -> str:
+    counts = ", ".join(f"{n} of {variant}" for variant, n in sorted(left_out.items()))
+    return (f"left out {sum(left_out.values())} finished runs made by another version of the experiment file or its "
+            f"recipes ({counts}): `stzoo sweep` with the file as it is now runs what they would have measured")
 
 
 def check_columns(experiment: Experiment, columns: list[str], logged: set[str]) -> None:
@@ -139,9 +162,10 @@ def check_columns(experiment: Experiment, columns: list[str], logged: set[str]) 
                           "(columns are <benchmark>.<task>.<column>, the benchmark named under the recipe's data.eval)")
 
 
-def collect(experiment: Experiment, scale: str, uri: str | None = None) -> Comparison:
+def collect(experiment: Experiment, scale: str, uri: str | None = None, extra: list[str] | None = None) -> Comparison:
     uri = uri or tracking.tracking_uri()
-    runs_by_variant, parent_id = experiment_runs(experiment, scale, uri)
+    found = experiment_runs(experiment, scale, uri, extra)
+    runs_by_variant = found.by_variant
     logged = {k for runs in runs_by_variant.values() for r in runs for k in r.data.metrics}
     keys = experiment.columns or sorted(k for k in logged if "." in k and not k.startswith("system/"))
     if logged:
@@ -151,7 +175,10 @@ def collect(experiment: Experiment, scale: str, uri: str | None = None) -> Compa
             for variant, runs in runs_by_variant.items() if runs]
     # The named reference, else the first variant (in file order) that has finished runs.
     reference = experiment.reference or next((variant for variant, _ in rows), None)
-    return Comparison(experiment, columns, rows, runs_by_variant, parent_id, reference=reference)
+    comparison = Comparison(experiment, columns, rows, runs_by_variant, found.parent_id, reference=reference)
+    if found.left_out:
+        comparison.notes.append(left_out_note(found.left_out))
+    return comparison
 
 
 def scored_items(uri: str, run, benchmark: str, directory: Path) -> ScoredItems | None:
@@ -267,9 +294,10 @@ def loss_curves(comparison: Comparison, uri: str, path: Path) -> Path | None:
 
 
 def compare(experiment: Experiment, scale: str, out_dir: Path, uri: str | None = None,
-            replicates: int = REPLICATES) -> Comparison:
+            replicates: int = REPLICATES, extra: list[str] | None = None) -> Comparison:
+    """``extra``: the ``--set`` overrides the sweep ran with (they are part of its children's fingerprints)."""
     uri = uri or tracking.tracking_uri()
-    comparison = collect(experiment, scale, uri)
+    comparison = collect(experiment, scale, uri, extra)
     if comparison.rows:
         add_uncertainty(comparison, uri, replicates)
     out_dir.mkdir(parents=True, exist_ok=True)

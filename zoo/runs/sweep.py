@@ -4,13 +4,17 @@
     ray job submit --working-dir . -- python -m ray_jobs.sweep experiments/mash_vlm_table7.yaml --scale tiny
 
 A child that fails is recorded as FAILED (with the error as a tag) and the sweep goes on. A
-child that already FINISHED is skipped, so re-running a sweep completes what is missing.
+child that already FINISHED is skipped, so re-running a sweep completes what is missing. A child is
+named by its variant, seed and the fingerprint of what decides its numbers (its recipe's weights and its
+evaluation; an evaluation-only child's source's too), so after an edit of the experiment file or of a
+recipe it extends, the changed children run again as new runs and the unchanged ones are kept.
 Variants with ``evaluate_from`` are not trained: the named variant's model (same seed) is
 evaluated under this variant's overrides (inference-time ablations).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import traceback
 from dataclasses import dataclass
@@ -30,6 +34,7 @@ EXPERIMENT_TAG = "stzoo.experiment"
 VARIANT_TAG = "stzoo.variant"
 SEED_TAG = "stzoo.seed"
 SCALE_TAG = "stzoo.scale"
+FINGERPRINT_TAG = "stzoo.results_fingerprint"
 
 
 @dataclass
@@ -37,7 +42,26 @@ class Child:
     variant: str
     seed: int
     recipe: Recipe
-    name: str  # the run name: <experiment>.<scale>.<variant>.seed<k>
+    fingerprint: str  # of what decides its numbers (results_fingerprint)
+    name: str  # the run name: <experiment>.<scale>.<variant>.seed<k>-<fingerprint>
+
+
+def results_fingerprint(experiment: Experiment, variant: str, seed: int, scale: str, extra: list[str] | None) -> str:
+    """The child's recipe's results fingerprint; an evaluation-only child's also hashes its source's, whose
+    training settings its own recipe does not carry."""
+    own = experiment.recipe(variant, seed=seed, scale=scale, extra=extra).results_fingerprint()
+    source = experiment.variants[variant].evaluate_from
+    if source is None:
+        return own
+    both = own + results_fingerprint(experiment, source, seed, scale, extra)
+    return hashlib.sha256(both.encode()).hexdigest()[:8]
+
+
+def child_of(experiment: Experiment, scale: str, variant: str, seed: int, extra: list[str] | None = None) -> Child:
+    recipe = experiment.recipe(variant, seed=seed, scale=scale, extra=extra)
+    recipe.tracking.experiment = experiment.name
+    fingerprint = results_fingerprint(experiment, variant, seed, scale, extra)
+    return Child(variant, seed, recipe, fingerprint, f"{experiment.name}.{scale}.{variant}.seed{seed}-{fingerprint}")
 
 
 def children(experiment: Experiment, scale: str, seeds: list[int] | None = None, variants: list[str] | None = None,
@@ -45,13 +69,7 @@ def children(experiment: Experiment, scale: str, seeds: list[int] | None = None,
     """Trained variants first, so that evaluate_from variants find their model."""
     chosen = variants or list(experiment.variants)
     ordered = sorted(chosen, key=lambda v: experiment.variants[v].evaluate_from is not None)
-    out = []
-    for variant in ordered:
-        for seed in seeds or experiment.seeds:
-            recipe = experiment.recipe(variant, seed=seed, scale=scale, extra=extra)
-            recipe.tracking.experiment = experiment.name
-            out.append(Child(variant, seed, recipe, f"{experiment.name}.{scale}.{variant}.seed{seed}"))
-    return out
+    return [child_of(experiment, scale, variant, seed, extra) for variant in ordered for seed in seeds or experiment.seeds]
 
 
 def parent_run(experiment: Experiment, scale: str, uri: str) -> str:
@@ -71,7 +89,8 @@ def parent_run(experiment: Experiment, scale: str, uri: str) -> str:
 
 
 def child_tags(experiment: Experiment, child: Child, scale: str) -> dict:
-    return {EXPERIMENT_TAG: experiment.name, VARIANT_TAG: child.variant, SEED_TAG: str(child.seed), SCALE_TAG: scale}
+    return {EXPERIMENT_TAG: experiment.name, VARIANT_TAG: child.variant, SEED_TAG: str(child.seed), SCALE_TAG: scale,
+            FINGERPRINT_TAG: child.fingerprint}
 
 
 def finished(uri: str, experiment_name: str, name: str) -> bool:
@@ -118,8 +137,7 @@ def run_sweep(experiment: Experiment, scale: str, launcher_for: Callable[[Child]
         (trained, lambda child: run_recipe(child.recipe, launcher_for(child), child.name, parent_run_id=parent,
                                            extra_tags=child_tags(experiment, child, scale))),
         # After every trained child: an evaluation-only child needs its source's model.
-        (evaluated, lambda child: evaluate_child(experiment, child, scale, parent, uri,
-                                                 experiment.variants[child.variant].evaluate_from)),
+        (evaluated, lambda child: evaluate_child(experiment, child, scale, parent, uri, extra)),
     )
     for group, work in phases:
         for child, error in zip(group, map_children(work, group)):
@@ -142,19 +160,21 @@ def record_failure(experiment: Experiment, child: Child, scale: str, parent: str
     tracking.finish(uri, run.run_id, "FAILED")
 
 
-def model_of(experiment: Experiment, scale: str, variant: str, seed: int, uri: str) -> Path:
+def model_of(experiment: Experiment, source: Child, uri: str) -> Path:
     """The trained model of another child, downloaded from its MLflow run."""
     client = tracking.client(uri)
     found = client.get_experiment_by_name(experiment.name)
-    source = tracking.find_run(client, found.experiment_id, f"{experiment.name}.{scale}.{variant}.seed{seed}")
-    if source is None or source.info.status != "FINISHED":
-        raise RuntimeError(f"variant {variant!r} (seed {seed}) has no finished run to evaluate from; run it first")
-    return tracking.download_model_artifact(f"runs:/{source.info.run_id}", uri)
+    run = tracking.find_run(client, found.experiment_id, source.name)
+    if run is None or run.info.status != "FINISHED":
+        raise RuntimeError(f"variant {source.variant!r} (seed {source.seed}) has no finished run {source.name} to "
+                           "evaluate from (none of the experiment file as it is now); run it first")
+    return tracking.download_model_artifact(f"runs:/{run.info.run_id}", uri)
 
 
-def evaluate_child(experiment: Experiment, child: Child, scale: str, parent: str, uri: str, source_variant: str) -> None:
+def evaluate_child(experiment: Experiment, child: Child, scale: str, parent: str, uri: str, extra: list[str] | None) -> None:
     """An evaluation-only child: the source variant's weights under this variant's overrides."""
-    directory = model_of(experiment, scale, source_variant, child.seed, uri)
+    source_variant = experiment.variants[child.variant].evaluate_from
+    directory = model_of(experiment, child_of(experiment, scale, source_variant, child.seed, extra), uri)
     overrides = dict(experiment.variants[child.variant].set)
     model = VideoLLM.from_pretrained(directory, overrides=overrides, plugins=child.recipe.plugins)
     model.recipe.data.eval = child.recipe.data.eval
