@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 
 import zoo.launch.servers as local
-from zoo.runs.tables import Column, markdown_table, top_level_runs
+from zoo.runs.run_table import run_table
+from zoo.runs.tables import Column, top_level_runs
 from zoo.runs.tracking import ui_link
 from zoo.data.dataset import ensure_synthetic_suite
 from zoo.config.recipe import load_recipe
@@ -102,12 +103,8 @@ def comparison(servers: local.LocalServers) -> str:
     latest: dict[str, object] = {}
     for run in top_level_runs(client, EXPERIMENT):
         latest[run.data.tags.get("stzoo.run_name", run.info.run_name)] = run
-    rows = []
-    for name in RECIPES:
-        run = latest.get(run_name(name))
-        if run is not None:
-            rows.append((name, {c.key: [run.data.metrics[c.key]] for c in COLUMNS if c.key in run.data.metrics}))
-    return markdown_table(rows, COLUMNS, first="recipe (tiny)")
+    rows = [(name, latest[run_name(name)]) for name in RECIPES if run_name(name) in latest]
+    return run_table(servers.mlflow_url, rows, COLUMNS, first="recipe (tiny)")
 
 
 def experiment_link(servers: local.LocalServers) -> str:
@@ -132,7 +129,8 @@ def run() -> int:
     check_loopback(servers)
     prepare_data()
     results = {name: submit(servers, name) for name in RECIPES}
-    say("\nComparison on the synthetic action-scene suite (UNSCENE columns in %, dual validation):\n")
+    say("\nComparison on the synthetic action-scene suite (UNSCENE columns in %, dual validation; one seed each, so the\n"
+        "brackets are 95% intervals over the test items only: rows whose intervals overlap are not told apart):\n")
     say(comparison(servers))
     say(f"\nMLflow UI: {experiment_link(servers)}  (experiment '{EXPERIMENT}'; compare: tick runs, press Compare)")
     say(f"Ray dashboard: {servers.dashboard_url}")
