@@ -212,13 +212,25 @@ def seeds_of(comparison: Comparison, items: dict, benchmark: str) -> dict[str, d
     return found
 
 
-def add_chance_and_items(comparison: Comparison, items: dict) -> None:
-    for column in [c for c in comparison.columns if "." in c.key]:
+def chance_and_items(columns: list[Column], first_kept: dict[str, ScoredItems]) -> tuple[dict[str, float | None], dict[str, int]]:
+    """Each column's chance level and test items, from one run's per-entry results on its benchmark
+    (``first_kept``: benchmark -> them); columns of a benchmark no run kept get neither."""
+    chance, items = {}, {}
+    for column in [c for c in columns if "." in c.key]:
         benchmark, rest = column.key.split(".", 1)
-        kept = [x for (_, b), found in items.items() if b == benchmark for x in found if x is not None]
-        if kept:
-            comparison.chance[column.key] = chance_level(kept[0].entries, rest)
-            comparison.items[column.key] = column_items(kept[0].entries, rest)
+        if benchmark in first_kept:
+            chance[column.key] = chance_level(first_kept[benchmark].entries, rest)
+            items[column.key] = column_items(first_kept[benchmark].entries, rest)
+    return chance, items
+
+
+def add_chance_and_items(comparison: Comparison, items: dict) -> None:
+    first_kept: dict[str, ScoredItems] = {}
+    for (_, benchmark), found in items.items():
+        for kept in found:
+            if kept is not None:
+                first_kept.setdefault(benchmark, kept)
+    comparison.chance, comparison.items = chance_and_items(comparison.columns, first_kept)
 
 
 def add_differences(comparison: Comparison, estimates: Estimates) -> None:

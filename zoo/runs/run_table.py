@@ -11,8 +11,7 @@ import tempfile
 from pathlib import Path
 
 from zoo.evaluation.bootstrap import Interval, ScoredItems, metric_intervals
-from zoo.evaluation.chance import chance_level, column_items
-from zoo.runs.compare import scored_items
+from zoo.runs.compare import chance_and_items, scored_items
 from zoo.runs.tables import Column, format_number
 
 REPLICATES = 500  # a demo's table: percentiles of 500 draws move by well under a point
@@ -41,17 +40,6 @@ def cell(run, column: Column, intervals: dict[str, Interval]) -> str:
     return "missing" if value is None else f"{value:.2f} (no interval: no per-entry results kept)"
 
 
-def facts_row(label: str, columns: list[Column], kept_by_row: list[dict[str, ScoredItems]], fact) -> str:
-    """A row of ``fact(entries, column without its benchmark)`` from the first run that kept the column's results."""
-    cells = []
-    for column in columns:
-        benchmark, _, rest = column.key.partition(".")
-        kept = next((row[benchmark] for row in kept_by_row if benchmark in row), None)
-        value = None if kept is None else fact(kept.entries, rest)
-        cells.append("?" if kept is None else str(value) if isinstance(value, int) else format_number(value))
-    return f"| {label} | " + " | ".join(cells) + " |"
-
-
 def run_table(uri: str, rows: list[tuple[str, object]], columns: list[Column], first: str = "run",
               replicates: int = REPLICATES) -> str:
     """``rows``: (label, MLflow run) pairs. Markdown: one row per run, then the chance and test-item rows."""
@@ -62,6 +50,11 @@ def run_table(uri: str, rows: list[tuple[str, object]], columns: list[Column], f
     for (label, run), kept in zip(rows, kept_by_row):
         intervals = run_intervals(kept, columns, replicates)
         lines.append("| " + " | ".join([label] + [cell(run, c, intervals) for c in columns]) + " |")
-    lines.append(facts_row("chance", columns, kept_by_row, chance_level))
-    lines.append(facts_row("test items", columns, kept_by_row, column_items))
+    first_kept: dict[str, ScoredItems] = {}
+    for kept in kept_by_row:
+        for benchmark, items in kept.items():
+            first_kept.setdefault(benchmark, items)
+    chance, items = chance_and_items(columns, first_kept)
+    lines.append("| chance | " + " | ".join(format_number(chance.get(c.key)) if c.key in items else "?" for c in columns) + " |")
+    lines.append("| test items | " + " | ".join(str(items.get(c.key, "?")) for c in columns) + " |")
     return "\n".join(lines)
