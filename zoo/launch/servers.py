@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -71,6 +72,17 @@ def http_ok(url: str) -> bool:
         return False
 
 
+def http_answers(url: str) -> bool:
+    """Whether an HTTP server answers at ``url`` at all (an error status is an answer)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False
+
+
 def venv_environment(extra: dict | None = None) -> dict:
     """The environment servers and jobs run in: this interpreter's bin first on PATH (so `python` is it)."""
     env = dict(os.environ)
@@ -101,15 +113,20 @@ def start_mlflow(servers: LocalServers, port: int | None = None) -> None:
 
 
 def start_ray(servers: LocalServers, num_cpus: int | None = None, env: dict | None = None) -> None:
-    """`ray start --head` on 127.0.0.1; jobs inherit ``env`` (tracking URI, data root)."""
-    gcs_port, dashboard_port, client_port = free_port(), free_port(), free_port()
+    """`ray start --head` on 127.0.0.1; jobs inherit ``env`` (tracking URI, data root).
+
+    Every port the head opens is picked free (Ray's defaults are fixed numbers, so a second head on the
+    machine, such as another test worker's, would collide), and the head counts as up once its job agent
+    answers: a job submitted before then is refused with "No available agent to submit job"."""
+    gcs_port, dashboard_port, client_port, agent_port = free_port(), free_port(), free_port(), free_port()
     temp_dir = ray_temp_dir(servers)
     temp_dir.mkdir(parents=True, exist_ok=True)
     command = [
         str(Path(sys.executable).parent / "ray"), "start", "--head", f"--node-ip-address={LOOPBACK}",
         f"--port={gcs_port}", f"--dashboard-host={LOOPBACK}", f"--dashboard-port={dashboard_port}",
-        f"--ray-client-server-port={client_port}", "--disable-usage-stats",
-        f"--temp-dir={temp_dir.resolve()}",
+        f"--ray-client-server-port={client_port}", f"--dashboard-agent-listen-port={agent_port}",
+        f"--dashboard-agent-grpc-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
+        f"--metrics-export-port={free_port()}", "--disable-usage-stats", f"--temp-dir={temp_dir.resolve()}",
     ]
     if num_cpus:
         command.append(f"--num-cpus={num_cpus}")
@@ -121,6 +138,8 @@ def start_ray(servers: LocalServers, num_cpus: int | None = None, env: dict | No
     servers.ray_pids = sorted(head_processes(servers))
     servers.save()
     wait_until(lambda: http_ok(f"{servers.dashboard_url}/api/version"), 90, "the Ray dashboard")
+    wait_until(lambda: http_answers(f"http://{LOOPBACK}:{agent_port}/api/job_agent/jobs/none/logs"), 90,
+               "the Ray job agent")
 
 
 def ray_temp_dir(servers: LocalServers) -> Path:
@@ -158,8 +177,11 @@ def ray_tree(servers: LocalServers) -> set[int]:
     return pids
 
 
-def stop_ray(servers: LocalServers, timeout: float = 20) -> None:
-    """Stop this head by PID (not `ray stop`, which would stop every Ray cluster on the machine)."""
+def stop_ray(servers: LocalServers, timeout: float = 5) -> None:
+    """Stop this head by PID (not `ray stop`, which would stop every Ray cluster on the machine).
+
+    SIGKILL after ``timeout``: measured here, the GCS server or the raylet sometimes sits on SIGTERM for over
+    25 s (each waiting on the other), and a local head keeps nothing in memory worth that wait."""
     if servers.ray_address is None:
         return
     processes = []
@@ -200,15 +222,31 @@ def kill_group(pid: int, timeout: float = 15) -> None:
         return
     deadline = time.time() + timeout
     while time.time() < deadline:
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
+        if not living_members(pid):
             return
         time.sleep(0.2)
     try:
         os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+def living_members(group: int) -> list[int]:
+    """The group's processes that still run. A zombie stays in its group until its parent reaps it, so
+    ``killpg(group, 0)`` would call the group alive for as long as the caller (the leader's parent) waits;
+    this reaps the leader when it is the caller's child."""
+    try:
+        os.waitpid(group, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    living = []
+    for process in psutil.process_iter(["pid", "status"]):
+        try:
+            if os.getpgid(process.info["pid"]) == group and process.info["status"] != psutil.STATUS_ZOMBIE:
+                living.append(process.info["pid"])
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return living
 
 
 def listening_sockets(pids: set[int] | None = None) -> list[tuple[str, int, int | None, str]]:
