@@ -21,8 +21,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
+# Two pytest workers: much of the suite waits on servers and subprocesses, which the other worker fills.
+# Each module runs on one worker, the Ray-head modules together (tests/conftest.py's scheduler).
+TEST_WORKERS ?= 2
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -13,11 +13,46 @@ import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from xdist.scheduler import LoadFileScheduling  # noqa: E402
 
 from zoo.data.writer import write_video  # noqa: E402
 
 from tests.helpers import moving_square_frames, tiny_recipe  # noqa: E402
 import zoo.launch.servers as local  # noqa: E402
+from zoo.runtime.threads import usable_cores  # noqa: E402
+
+# Under pytest-xdist (`make test`), each worker takes its share of the cores: two workers at torch's default
+# of one thread per core spin-wait against each other (zoo/runtime/threads.py has the measurement).
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    torch.set_num_threads(max(1, usable_cores() // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+
+
+# The test modules on the session's Ray head (the ``cluster`` fixture): under xdist they share one worker, which
+# starts the head once (two heads would also each take two CPUs of a two-core machine).
+RAY_CLUSTER_MODULES = {"tests/launch/test_ray_jobs.py", "tests/runs/test_run_recipe.py"}
+
+
+class FileScheduling(LoadFileScheduling):
+    """pytest-xdist's loadfile (a module's tests on one worker, so module fixtures are built once), with the Ray
+    modules as one unit. xdist's own ``xdist_group`` cannot do it on pytest 9: xdist 3.8 appends the group to
+    ``item._nodeid``, which pytest 9's node ids no longer read."""
+
+    def _split_scope(self, nodeid: str) -> str:
+        module = super()._split_scope(nodeid)
+        return "ray_cluster" if module in RAY_CLUSTER_MODULES else module
+
+
+def pytest_xdist_make_scheduler(config, log):
+    return FileScheduling(config, log)
+
+
+def pytest_collection_modifyitems(items):
+    """A module that uses the Ray head but is not in RAY_CLUSTER_MODULES would start a second head on another
+    worker: refused at collection, naming the module."""
+    for item in items:
+        module = item.nodeid.split("::", 1)[0]
+        if "cluster" in getattr(item, "fixturenames", ()) and module not in RAY_CLUSTER_MODULES:
+            raise pytest.UsageError(f"{module} uses the `cluster` fixture: add it to RAY_CLUSTER_MODULES in tests/conftest.py")
 
 
 @pytest.fixture
