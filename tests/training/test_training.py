@@ -189,3 +189,25 @@ def test_a_checkpoint_of_another_recipe_is_refused_unless_asked(written_checkpoi
     assert state.step == 4
     same = Trainer(direction_recipe(train_file, steps=2, save_every=2, log_every=5), output_dir=tmp_path / "same", device="cpu")
     assert same.fit(resume_from=checkpoint).step == 2  # logging settings are not part of the fingerprint
+
+
+def test_persistent_loader_workers_serve_every_epoch_what_the_main_process_would(direction_dataset, tmp_path):
+    """One DataLoader serves the whole run (its workers persist across epochs, keeping their tokenised text):
+    over three and a half epochs, two workers give the losses of no workers, a run resumed mid-epoch with
+    workers gives the rest of them, and the workers are gone once fit returns."""
+    import psutil
+
+    train_file = direction_dataset(8)  # batch 4: two steps an epoch
+    histories = {}
+    for workers in (0, 2):
+        recipe = direction_recipe(train_file, steps=7, save_every=3, seed=2)
+        recipe.data.num_workers = workers
+        state = Trainer(recipe, output_dir=tmp_path / f"w{workers}", device="cpu").fit()
+        histories[workers] = [h["loss"] for h in state.history]
+        assert not psutil.Process().children(recursive=True), "DataLoader workers outlived the run"
+    assert histories[0] == histories[2] and len(histories[0]) == 7
+    recipe = direction_recipe(train_file, steps=7, save_every=3, seed=2)
+    recipe.data.num_workers = 2
+    resumed = Trainer(recipe, output_dir=tmp_path / "resumed", device="cpu")
+    state = resumed.fit(resume_from=tmp_path / "w2" / "checkpoints" / "step-0000003")
+    assert [h["loss"] for h in state.history] == histories[0][3:]

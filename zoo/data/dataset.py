@@ -23,6 +23,7 @@ from zoo.data.sampling import frame_indices, frame_order
 from zoo.data.transforms import FramePreprocess
 from zoo.data.batch import VideoBatch, VideoSample, collate
 from zoo.data.prompting import ConversationError, EncodedConversation, encode
+from zoo.data.text_cache import EncodedTextCache
 from components.config import RecipeError
 from zoo.data.action_scene import GENERATOR_VERSION, SuiteOptions, generate_suite
 
@@ -85,6 +86,7 @@ class ConversationDataset(Dataset):
         self.source = source
         self.codec = codec  # the position scheme's coordinate codec (LAPE), or None
         self.grounding_style = grounding_style
+        self.encoded = EncodedTextCache()  # fixed per entry: tokenised once, then read back every epoch
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -102,12 +104,17 @@ class ConversationDataset(Dataset):
 
     def encode_text(self, index: int) -> EncodedConversation:
         """The entry's conversation tokenized, without touching its video."""
+        cached = self.encoded.get(index)
+        if cached is not None:
+            return cached
         entry = self.entries[index]
         try:
-            return encode(self.tokenizer, self.template, self.turns(index), self.for_generation, self.template.add_bos,
-                          codec=self.codec)
+            encoded = encode(self.tokenizer, self.template, self.turns(index), self.for_generation,
+                             self.template.add_bos, codec=self.codec)
         except ConversationError as error:
             raise AnnotationError(f"{self.source}: entry {index} (id {entry.get('id', '?')}): {error}") from None
+        self.encoded.put(index, encoded)
+        return encoded
 
     def __getitem__(self, index: int) -> VideoSample | SkippedSample:
         entry = self.entries[index]

@@ -191,15 +191,22 @@ class Trainer:
         self.check_context()
 
     def loader(self) -> DataLoader:
-        self.order.epoch = self.state.epoch
-        self.order.start = self.state.batches_in_epoch * self.recipe.train.batch_size
+        """The run's DataLoader, its sampler placed at the current epoch. One serves every epoch (``_batches``
+        places the sampler again before each): its workers persist, and so does what they cached (tokenised
+        conversations). Nothing in a worker draws random numbers, so persisting changes no sample."""
+        self.place_order()
         workers = self.recipe.data.num_workers
         return DataLoader(
             self.dataset, batch_size=self.recipe.train.batch_size, sampler=self.order, drop_last=True,
             num_workers=workers, collate_fn=SkippingCollate(self.model.pad_id, instruction_pad_id(self.model)),
-            persistent_workers=False, pin_memory=self.device.type == "cuda",
+            persistent_workers=workers > 0, pin_memory=self.device.type == "cuda",
             worker_init_fn=_seed_worker, generator=torch.Generator().manual_seed(self.recipe.train.seed),
         )
+
+    def place_order(self) -> None:
+        """The sampler at this epoch's permutation, past the samples already consumed (a resumed run)."""
+        self.order.epoch = self.state.epoch
+        self.order.start = self.state.batches_in_epoch * self.recipe.train.batch_size
 
     def check_context(self) -> None:
         """Refuse, before the first step, a sample that would not fit the LLM's context."""
@@ -261,8 +268,10 @@ class Trainer:
 
     def _batches(self) -> Iterator[VideoBatch]:
         """Micro-batches forever, epoch after epoch, tracking where a resumed run must start."""
+        loader = self.loader()  # dropped with this generator at the end of fit, which stops its workers
         while True:
-            for batch in batches_of(self.loader()):
+            self.place_order()
+            for batch in batches_of(loader):
                 self.state.batches_in_epoch += 1
                 refresh_threads()  # a run started or finished beside this one changes its share of the cores
                 if isinstance(batch, list):  # every sample of it was a bad video
