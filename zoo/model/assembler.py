@@ -7,6 +7,7 @@ sample's next token comes at the same index).
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import torch
@@ -23,9 +24,46 @@ def assemble(
     pad_id: int,
     padding_side: str = "right",
 ) -> TokenSequence:
+    """One gather per output: each position of the sequence indexes a source laid out as [the sample's text |
+    its visual tokens | one padding slot]. At tiny sizes the step is milliseconds and every small tensor op
+    counts (benchmarks/overhead.py): this takes a third of the ops a where() per field and kind did."""
     device = batch.text_ids.device
     num_visual = visual.num_tokens
-    lengths = batch.text_lengths.to(device) + num_visual  # (B,)
+    text_width = batch.text_ids.shape[1]
+    index, real = source_index(batch, num_visual, padding_side, device)
+
+    text_embeds = embed_text(batch.text_ids, batch.text_fractions)
+    size, dim = text_embeds.shape[0], text_embeds.shape[-1]
+    source = torch.cat([text_embeds, visual.embeds.to(text_embeds.dtype), text_embeds.new_zeros(size, 1, dim)], 1)
+    embeds = torch.gather(source, 1, index.unsqueeze(-1).expand(-1, -1, dim))
+
+    metadata = metadata_source(batch, visual, pad_id)
+    labels, input_ids, kind, frame, row, col, visual_index = torch.gather(
+        metadata, 2, index.unsqueeze(0).expand(len(METADATA), -1, -1)).unbind(0)
+    fraction = None
+    if batch.text_fractions is not None:
+        fractions = torch.cat([batch.text_fractions, batch.text_fractions.new_full((size, num_visual + 1), -1.0)], 1)
+        fraction = torch.gather(fractions, 1, index)
+    return TokenSequence(inputs_embeds=embeds, attention_mask=real.long(), labels=labels, input_ids=input_ids,
+                         kind=kind, frame=frame, row=row, col=col, visual_index=visual_index,
+                         coordinate_fraction=fraction)
+
+
+def source_index(batch: VideoBatch, num_visual: int, padding_side: str, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per position (B, L): its index into [text | visual | padding slot], and whether it is a real token.
+
+    Sample b is [text[:p_b] | N visual tokens | text[p_b:len_b]], padded on the right (training) or on the
+    left (batched generation). Both depend only on the text lengths, the video positions and N, so a batch
+    laid out like a recent one reads them back (the model's mask cache does the same one step later)."""
+    layout = (tuple(batch.text_lengths.tolist()), tuple(batch.video_position.tolist()), batch.text_ids.shape[1],
+              num_visual, padding_side, str(device))
+    return _source_index(*layout)
+
+
+@functools.lru_cache(maxsize=64)
+def _source_index(text_lengths: tuple, video_position: tuple, text_width: int, num_visual: int, padding_side: str,
+                  device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    lengths = torch.tensor(text_lengths, device=device) + num_visual  # (B,)
     width = int(lengths.max())
     j = torch.arange(width, device=device).unsqueeze(0)  # (1, L)
     if padding_side == "left":
@@ -33,45 +71,35 @@ def assemble(
     elif padding_side != "right":
         raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
     real = (j >= 0) & (j < lengths.unsqueeze(1))
-    start = batch.video_position.to(device).unsqueeze(1)
-    is_visual = real & (j >= start) & (j < start + num_visual)
-    is_text = real & ~is_visual
-    text_index = torch.where(j < start, j, j - num_visual).clamp(0, batch.text_ids.shape[1] - 1)
-    visual_index = (j - start).clamp(0, max(num_visual - 1, 0))
+    start = torch.tensor(video_position, device=device).unsqueeze(1)
+    after_video = j >= start + num_visual
+    index = torch.where(after_video, j - num_visual, j)  # text before and after the video
+    index = torch.where((j >= start) & ~after_video, j - start + text_width, index)
+    return torch.where(real, index, text_width + num_visual), real
 
-    text_embeds = embed_text(batch.text_ids, batch.text_fractions)
-    dtype = text_embeds.dtype
-    dim = text_embeds.shape[-1]
-    gathered_text = torch.gather(text_embeds, 1, text_index.unsqueeze(-1).expand(-1, -1, dim))
-    if num_visual:
-        gathered_visual = torch.gather(visual.embeds.to(dtype), 1, visual_index.unsqueeze(-1).expand(-1, -1, dim))
-        embeds = torch.where(is_visual.unsqueeze(-1), gathered_visual, gathered_text)
-    else:
-        embeds = gathered_text
-    embeds = embeds * real.unsqueeze(-1).to(dtype)
 
-    def per_token(text_value, visual_values: torch.Tensor | None, pad_value) -> torch.Tensor:
-        out = torch.where(is_text, text_value, torch.as_tensor(pad_value, device=device))
-        if num_visual and visual_values is not None:
-            out = torch.where(is_visual, torch.gather(visual_values, 1, visual_index), out)
-        return out
+# The integer fields of a TokenSequence, in the order metadata_source stacks them.
+METADATA = ("labels", "input_ids", "kind", "frame", "row", "col", "visual_index")
 
-    fraction = None
-    if batch.text_fractions is not None:
-        fraction = per_token(torch.gather(batch.text_fractions, 1, text_index), None, -1.0)
-    text_ids = torch.gather(batch.text_ids, 1, text_index)
-    text_labels = torch.gather(batch.text_labels, 1, text_index)
-    text_kind = torch.full_like(text_ids, int(TokenKind.TEXT))
-    no_index = torch.full_like(text_ids, NO_INDEX)
-    return TokenSequence(
-        inputs_embeds=embeds,
-        attention_mask=real.long(),
-        labels=per_token(text_labels, None, IGNORE),
-        input_ids=per_token(text_ids, None, pad_id),
-        kind=per_token(text_kind, visual.kind, int(TokenKind.PAD)),
-        frame=per_token(no_index, visual.frame, NO_INDEX),
-        row=per_token(no_index, visual.row, NO_INDEX),
-        col=per_token(no_index, visual.col, NO_INDEX),
-        visual_index=torch.where(is_visual, visual_index, torch.as_tensor(NO_INDEX, device=device)),
-        coordinate_fraction=fraction,
-    )
+
+def metadata_source(batch: VideoBatch, visual: VisualTokens, pad_id: int) -> torch.Tensor:
+    """(fields, B, text + visual + 1): each field's value for every text token, visual token and the padding."""
+    size, text_width = batch.text_ids.shape
+    num_visual = visual.num_tokens
+    text_fields, token_fields, padding_fields = constant_fields(pad_id, batch.text_ids.device)
+    text = torch.cat([torch.stack([batch.text_labels, batch.text_ids]), text_fields.expand(-1, size, text_width)])
+    shown = torch.stack([visual.kind, visual.frame, visual.row, visual.col,
+                         torch.arange(num_visual, device=text.device).expand(size, -1)])
+    tokens = torch.cat([token_fields.expand(-1, size, num_visual), shown])
+    return torch.cat([text, tokens, padding_fields.expand(-1, size, 1)], 2)
+
+
+@functools.lru_cache(maxsize=8)
+def constant_fields(pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The fields that are constants, per kind of position (built once: a small tensor costs microseconds):
+    a text token's kind and indices, a visual token's label and id, and everything of the padding."""
+    def column(*values: int) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.long, device=device).view(-1, 1, 1)
+
+    return (column(int(TokenKind.TEXT), NO_INDEX, NO_INDEX, NO_INDEX, NO_INDEX), column(IGNORE, pad_id),
+            column(IGNORE, pad_id, int(TokenKind.PAD), NO_INDEX, NO_INDEX, NO_INDEX, NO_INDEX))

@@ -37,9 +37,8 @@ LAYOUT_CACHE_SIZE = 8
 
 def layout_key(sequence: TokenSequence, implementation: str) -> tuple:
     """What a mask and position ids depend on: kinds, frames, grid positions and padding (and the implementation)."""
-    digest = hashlib.blake2b(digest_size=16)
-    for tensor in (sequence.kind, sequence.frame, sequence.row, sequence.col, sequence.attention_mask):
-        digest.update(tensor.detach().to("cpu", torch.int32).numpy().tobytes())
+    fields = torch.stack([sequence.kind, sequence.frame, sequence.row, sequence.col, sequence.attention_mask])
+    digest = hashlib.blake2b(fields.detach().to("cpu", torch.int32).numpy().tobytes(), digest_size=16)
     return (implementation, tuple(sequence.kind.shape), str(sequence.inputs_embeds.dtype), digest.hexdigest())
 
 
