@@ -41,7 +41,9 @@ def main() -> None:
         ("Thread policy vs one thread per core in every process", thread_policy.main([])),
         ("Packing vs padding on mixed-length batches", packing.main([])),
     ]
-    text = [f"# STZoo benchmarks\n\nMachine: {machine()}\n\nCommand: `make bench` (`python -m benchmarks.run_all`)\n"]
+    threads = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "STZOO_THREADS") if k in os.environ}
+    setting = "".join(f"{k}={v} " for k, v in threads.items())  # the thread-policy rows set their own
+    text = [f"# STZoo benchmarks\n\nMachine: {machine()}\n\nCommand: `{setting}make bench` (`python -m benchmarks.run_all`)\n"]
     for title, body in sections:
         text.append(f"## {title}\n\n{body}\n")
     RESULTS.write_text("\n".join(text))
