@@ -98,7 +98,7 @@ def reader_rows(suite: Path, count: int) -> tuple[str, dict]:
     loaders, files, decoder_of = loader_paths(suite, count)
     paths = {**raw_decoders(), **loaders}
     rates = {name: [] for name in paths}
-    for _ in range(3):  # interleaved rounds
+    for _ in range(7):  # interleaved rounds: their median steadies what this shared machine's noise moves by 5-10%
         for name, read in paths.items():
             rates[name] += throughput(read, files, 1)
     medians = {name: statistics.median(values) for name, values in rates.items()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,9 +34,15 @@ class FramePreprocess:
         # permuted is the channels-last layout that kernel wants. Then one affine pass: (x/255 - mean) / std.
         x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
         x = getattr(self, f"_{self.mode}")(x)
+        scale, shift = self._affine
+        return x.float().mul_(scale).sub_(shift).contiguous()
+
+    @functools.cached_property
+    def _affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x/255 - mean) / std as x * scale - shift, built once (small tensors cost microseconds each)."""
         mean = torch.tensor(self.mean).view(1, 3, 1, 1)
         std = torch.tensor(self.std).view(1, 3, 1, 1)
-        return x.float().mul_(1.0 / (255.0 * std)).sub_(mean / std).contiguous()
+        return 1.0 / (255.0 * std), mean / std
 
     def _resize(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
         if x.shape[-2:] == (height, width):
