@@ -29,7 +29,6 @@ def assemble(
     counts (benchmarks/overhead.py): this takes a third of the ops a where() per field and kind did."""
     device = batch.text_ids.device
     num_visual = visual.num_tokens
-    text_width = batch.text_ids.shape[1]
     index, real = source_index(batch, num_visual, padding_side, device)
 
     text_embeds = embed_text(batch.text_ids, batch.text_fractions)
