@@ -1,10 +1,11 @@
 """Video input: the loader's decode + sample + preprocess against raw torchcodec, decord and PyAV, and starvation.
 
-Throughput in videos per second over the same files, side by side (rounds interleave them): raw
+Throughput in videos per second over the same files, side by side (in blocks of 8 files, in turns): raw
 torchcodec and raw decord (open + decode the sampled frames, nothing else), PyAV (decode + pick),
-and the STZoo loader's path for a training sample (read_sampled, preprocess to the encoder's input,
+and the STZoo loader's path for a training sample (read_sampled, resized to the encoder's size as uint8,
 the conversation tokenised, as kept from an earlier epoch and, for the default reader, as the first epoch
-tokenises it) with the default reader ("auto": torchcodec where it loads FFmpeg) and with
+tokenises it, plus its share of what the model does with the batch before the encoder: stack and normalise,
+which moved out of the loader) with the default reader ("auto": torchcodec where it loads FFmpeg) and with
 decord; target: each loader >= 0.9x the raw decoder it uses. Then a tiny training run with 0, 1
 and 2 DataLoader workers: the share of each step spent waiting for data.
 
@@ -18,22 +19,35 @@ import statistics
 import time
 from pathlib import Path
 
+import torch
+
 from zoo.data.reader import default_backend, open_reader, torchcodec_unavailable_reason
 from zoo.data.sampling import uniform_indices
 from zoo.data.text_cache import EncodedTextCache
 
 FRAMES = 8
+BATCH = 4  # the tiny recipes' batch: the model normalises this many samples' frames at once
 RAW_ROW = {"torchcodec": "raw torchcodec", "decord": "raw decord", "pyav": "PyAV"}  # the row of each reader's decoder
 
 
-def throughput(read, files: list[Path], rounds: int = 3) -> list[float]:
-    rates = []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        for path in files:
-            read(path)
-        rates.append(len(files) / (time.perf_counter() - started))
-    return rates
+def interleaved_rates(paths: dict, files: list[Path], rounds: int = 15, block: int = 8) -> dict[str, float]:
+    """Videos per second of each path, side by side: the files in blocks of ``block``, every block through every
+    path in an order rotated from block to block, before the next block. A path runs a block's samples one
+    after the other, as a DataLoader worker runs its samples (its code and tables stay in the caches; a
+    decoder run between single samples would evict them, which no worker sees), and a slow spell of this
+    shared machine falls on every path alike. The median of the rounds' rates."""
+    names = list(paths)
+    seconds = {name: [0.0] * rounds for name in names}
+    blocks = [files[start : start + block] for start in range(0, len(files), block)]
+    for round_ in range(rounds):
+        for number, chunk in enumerate(blocks):
+            shift = (number + round_) % len(names)
+            for name in names[shift:] + names[:shift]:
+                started = time.perf_counter()
+                for path in chunk:
+                    paths[name](path)
+                seconds[name][round_] += time.perf_counter() - started
+    return {name: statistics.median(len(files) / s for s in seconds[name]) for name in names}
 
 
 def raw_decoders() -> dict:
@@ -63,6 +77,20 @@ def raw_decoders() -> dict:
     return decoders
 
 
+def training_sample(dataset, by_path: dict, normalise, batch: int = BATCH):
+    """One sample through the loader, and every ``batch`` samples the batch's pixels stacked and normalised as
+    the model does before its encoder (on the CPU here, in the same process: the conservative count). With
+    ``batch=1`` each sample is normalised as it is loaded: the loader's work before the normalisation moved."""
+    pending = []
+
+    def read(path):
+        pending.append(dataset[by_path[str(path)]].pixels)
+        if len(pending) == batch:
+            normalise(torch.stack(pending))
+            pending.clear()
+    return read
+
+
 def loader_paths(suite: Path, count: int) -> tuple[dict, list[Path], dict]:
     """The loader's training-sample path over ``count`` suite entries, once per reader: the default ("auto")
     and decord beside it where they differ. The tiny recipe pins its reader, so the reader is set here."""
@@ -82,26 +110,26 @@ def loader_paths(suite: Path, count: int) -> tuple[dict, list[Path], dict]:
             dataset.encode_text(index)
         by_path = {str(suite / entry["video"]): index for index, entry in enumerate(dataset.entries)}
         default = " (default)" if backend == backends[0] else ""
-        name = f"STZoo loader, {backend}{default} (decode + sample + preprocess; text tokenised in an earlier epoch)"
-        paths[name] = lambda path, dataset=dataset, by_path=by_path: dataset[by_path[str(path)]]
-        decoder_of[name] = RAW_ROW[dataset.reader.name]
-        if default:  # the first epoch, which tokenises every conversation (a dataset that keeps none)
+        rows = {f"STZoo loader, {backend}{default} (decode + sample + resize, normalised per batch; text tokenised "
+                "in an earlier epoch)": training_sample(dataset, by_path, model.normalise)}
+        if default:
+            # The same work with each sample normalised as it is loaded: the loader before the model took it over.
+            rows[f"STZoo loader, {backend}{default}, each sample normalised as loaded (the earlier layout)"] = \
+                training_sample(dataset, by_path, model.normalise, batch=1)
+            # The first epoch, which tokenises every conversation (a dataset that keeps none).
             first = build_dataset(recipe, model, suite / "train.json", max_samples=count)
             first.encoded = EncodedTextCache(token_budget=0)
-            name = f"STZoo loader, {backend}{default}, first epoch (decode + sample + preprocess + tokenise)"
-            paths[name] = lambda path, dataset=first, by_path=by_path: dataset[by_path[str(path)]]
-            decoder_of[name] = RAW_ROW[first.reader.name]
+            rows[f"STZoo loader, {backend}{default}, first epoch (decode + sample + resize, normalised per batch + "
+                 "tokenise)"] = training_sample(first, by_path, model.normalise)
+        paths.update(rows)
+        decoder_of.update({name: RAW_ROW[dataset.reader.name] for name in rows})
     return paths, files, decoder_of
 
 
 def reader_rows(suite: Path, count: int) -> tuple[str, dict]:
     loaders, files, decoder_of = loader_paths(suite, count)
     paths = {**raw_decoders(), **loaders}
-    rates = {name: [] for name in paths}
-    for _ in range(7):  # interleaved rounds: their median steadies what this shared machine's noise moves by 5-10%
-        for name, read in paths.items():
-            rates[name] += throughput(read, files, 1)
-    medians = {name: statistics.median(values) for name, values in rates.items()}
+    medians = interleaved_rates(paths, files)
     lines = ["| path | videos/s | ms/video | vs raw decord | vs the raw decoder it uses (target >= 0.9 for a loader) |",
              "|---|---|---|---|---|"]
     for name, rate in medians.items():

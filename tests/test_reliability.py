@@ -85,10 +85,10 @@ def _message(call) -> str:
 
 def test_odd_sizes_single_frames_short_videos_variable_rate_and_large_frames(tmp_path):
     from zoo.data.sampling import uniform_indices
-    from zoo.data.transforms import FramePreprocess
+    from zoo.data.transforms import FrameResize
 
     reader = open_reader("decord")
-    preprocess = FramePreprocess(32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    preprocess = FrameResize(32)
     one = write_video(tmp_path / "one.mp4", moving_square_frames("left", frames=1, size=32), fps=8)
     frames, info = reader.read_sampled(one, lambda info: uniform_indices(info.frames, 8))
     assert info.frames == 1 and frames.shape[0] == 8  # one frame, repeated to the eight asked for

@@ -15,7 +15,7 @@ from zoo.data.reader import VideoError, open_reader
 from components.compressors.st_llm_masking import local_positions
 from zoo.data.dataset import build_dataset
 from zoo.data.sampling import fixed_indices, fps_count, frame_order, uniform_indices
-from zoo.data.transforms import FramePreprocess
+from zoo.data.transforms import FrameResize, PixelNormalise
 from zoo.data.writer import write_video
 
 
@@ -52,32 +52,38 @@ def test_samplers_pick_hand_computed_indices():
     assert fps_count(VideoInfo("v", "decord", 3000, 30.0, 64, 64), 1.0, 4, 16) == 16
 
 
-def test_preprocessing_resizes_odd_sizes_and_normalises():
+def test_resizing_keeps_uint8_frames_and_normalising_is_the_encoders_affine():
     frames = np.full((2, 61, 97, 3), 128, dtype=np.uint8)
-    pre = FramePreprocess(32, (0.5, 0.25, 0.0), (0.5, 0.5, 1.0), "resize_crop")
-    out = pre(frames)
-    assert out.shape == (2, 3, 32, 32)
+    resized = FrameResize(32, mode="resize_crop")(frames)
+    assert resized.shape == (2, 3, 32, 32) and resized.dtype == torch.uint8
+    assert (resized == 128).all()  # a flat image stays flat through the antialiased resize
+    out = PixelNormalise((0.5, 0.25, 0.0), (0.5, 0.5, 1.0))(resized[None])
     expected = torch.tensor([(128 / 255 - 0.5) / 0.5, (128 / 255 - 0.25) / 0.5, 128 / 255])
-    assert torch.allclose(out[0, :, 5, 5], expected, atol=1e-5)
-    padded = FramePreprocess(32, (0.5, 0.5, 0.5), (1.0, 1.0, 1.0), "pad")(frames)
-    # LLaVA's expand2square fills with int(mean * 255): 127 for a mean of 0.5, so the border is 127/255 - 0.5.
-    border = torch.full((3,), 127 / 255 - 0.5)
-    assert padded.shape == (2, 3, 32, 32) and torch.allclose(padded[0, :, 0, 16], border, atol=1e-6)
+    assert out.shape == (1, 2, 3, 32, 32) and out.dtype == torch.float32 and out.is_contiguous()
+    assert torch.allclose(out[0, 0, :, 5, 5], expected, atol=1e-6)
+    # LLaVA's expand2square fills with int(mean * 255): 127 for a mean of 0.5.
+    padded = FrameResize.for_encoder(type("Encoder", (), {"image_size": 32, "image_mean": (0.5, 0.5, 0.5)}), "pad")(frames)
+    assert padded.shape == (2, 3, 32, 32) and padded[0, :, 0, 16].tolist() == [127, 127, 127]
+    assert padded[0, :, 16, 16].tolist() == [128, 128, 128]
+    normalised = torch.randn(2, 3, 4, 4)
+    assert PixelNormalise((0.5,) * 3, (0.5,) * 3)(normalised) is normalised  # floats are normalised already
+    with pytest.raises(TypeError, match="uint8 frames"):
+        PixelNormalise((0.5,) * 3, (0.5,) * 3)(torch.zeros(2, 3, 4, 4, dtype=torch.int64))
 
 
 def test_uint8_resizing_stays_within_a_level_of_the_float_resize():
-    """The preprocessing resizes uint8 frames (as CLIP's and LLaVA's processors do); against the same resize
-    in float on a random image it differs by under one level of 255 after normalisation is undone."""
+    """The resize works on uint8 frames (as CLIP's and LLaVA's processors do); against the same resize
+    in float on a random image it differs by under one level of 255."""
     frames = np.random.default_rng(0).integers(0, 256, (3, 96, 80, 3), dtype=np.uint8)
     for mode in ("resize_crop", "squash"):
-        out = FramePreprocess(32, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), mode)(frames)
-        x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
+        out = FrameResize(32, mode=mode)(frames)
+        x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
         size = (38, 32) if mode == "resize_crop" else (32, 32)
         reference = torch.nn.functional.interpolate(x, size=size, mode="bilinear", antialias=True)
         if mode == "resize_crop":
             reference = reference[..., 3:35, :]
-        assert out.shape == (3, 3, 32, 32) and out.is_contiguous()
-        assert (out - reference).abs().max() * 255 < 1.0, mode
+        assert out.shape == (3, 3, 32, 32) and out.dtype == torch.uint8
+        assert (out.float() - reference).abs().max() < 1.0, mode
 
 
 @pytest.mark.parametrize("backend", ["decord", "pyav"])

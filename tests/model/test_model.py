@@ -205,3 +205,40 @@ def test_masks_and_positions_are_reused_when_the_layout_repeats(build_tiny):
     with torch.no_grad():
         swapped = model.attention_inputs(model.assemble(batch, model.encode_video(batch.pixels)))
     assert swapped[0] is not first[0]
+
+
+# The normalisation each encoder's image processor applies (CLIP's and BLIP-2's OpenAI constants, SigLIP's 0.5).
+PROCESSOR_STATS = {
+    "clip": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
+    "blip2_qformer": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
+    "siglip": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+}
+
+
+@pytest.mark.parametrize("encoder", sorted(PROCESSOR_STATS))
+def test_the_model_normalises_uint8_frames_as_the_encoders_processor_does(encoder):
+    """Loaders hand uint8 frames at the encoder's size; the model normalises them, per batch, on its device. The
+    visual tokens equal those of frames normalised by hand with the processor's constants, in bf16 as in fp32."""
+    torch.manual_seed(0)
+    model = build_model(recipe_from_dict(tiny_recipe(encoder=encoder))).eval()
+    size = model.encoder.image_size
+    frames = torch.randint(0, 256, (2, 4, 3, size, size), dtype=torch.uint8)
+    mean, std = (torch.tensor(v, dtype=torch.float64).view(3, 1, 1) for v in PROCESSOR_STATS[encoder])
+    by_hand = ((frames.double() / 255 - mean) / std).float()
+    normalised = model.normalise(frames)
+    assert normalised.dtype == torch.float32 and (normalised - by_hand).abs().max() < 1e-5
+    instruction = make_batch(model).instruction
+    with torch.no_grad():
+        assert torch.allclose(model.encode_video(frames, instruction).embeds,
+                              model.encode_video(by_hand, instruction).embeds, atol=1e-5)
+        model.to(torch.bfloat16)  # the constants stay float32: a bf16 model gets the same normalised pixels
+        assert (model.normalise(frames) - by_hand).abs().max() < 1e-5
+
+
+def test_a_batch_mixing_uint8_frames_and_normalised_floats_is_refused(build_tiny):
+    model = build_tiny()
+    conversation = encode(model.tokenizer, model.recipe.prompt, question_turns("What happens?"))
+    samples = [VideoSample(torch.zeros(4, 3, 32, 32, dtype=torch.uint8), conversation),
+               VideoSample(torch.zeros(4, 3, 32, 32), conversation)]
+    with pytest.raises(ValueError, match="all be uint8 frames or all normalised floats"):
+        collate(samples, model.pad_id)

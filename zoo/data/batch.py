@@ -13,7 +13,7 @@ from zoo.data.prompting import IGNORE, EncodedConversation
 class VideoSample:
     """One encoded sample, as a dataset returns it."""
 
-    pixels: torch.Tensor  # (T, 3, H, W) normalised
+    pixels: torch.Tensor  # (T, 3, H, W) uint8 at the encoder's size (the model normalises), or normalised floats
     conversation: EncodedConversation
     instruction_ids: list[int] | None = None  # the question, tokenized for an instruction-aware encoder
     info: dict = field(default_factory=dict)  # id, video path, task and targets for evaluation
@@ -21,7 +21,7 @@ class VideoSample:
 
 @dataclass
 class VideoBatch:
-    pixels: torch.Tensor  # (B, T, 3, H, W)
+    pixels: torch.Tensor  # (B, T, 3, H, W), as the samples' pixels
     text_ids: torch.Tensor  # (B, Lt) right-padded with the pad id
     text_labels: torch.Tensor  # (B, Lt) -100 outside answers and at padding
     text_lengths: torch.Tensor  # (B,)
@@ -53,6 +53,9 @@ def collate(samples: list[VideoSample], pad_id: int, instruction_pad_id: int = 0
     frames = {s.pixels.shape for s in samples}
     if len(frames) != 1:
         raise ValueError(f"samples of one batch must have the same frame count and size, got {sorted(frames)}")
+    kinds = {s.pixels.dtype for s in samples}
+    if len(kinds) != 1:  # stacking would promote uint8 frames to floats the model takes as normalised
+        raise ValueError(f"samples of one batch must all be uint8 frames or all normalised floats, got {sorted(map(str, kinds))}")
     lengths = [len(s.conversation.ids) for s in samples]
     width = max(lengths)
     ids = torch.full((len(samples), width), pad_id, dtype=torch.long)

@@ -1,4 +1,4 @@
-"""Annotation entries -> encoded samples (frames decoded, preprocessed, conversation tokenized).
+"""Annotation entries -> encoded samples (frames decoded and resized to the encoder's size, conversation tokenized).
 
 Decoding happens in ``__getitem__``, so a DataLoader with workers decodes in worker
 processes. A video that cannot be read stops the run with a message naming the entry,
@@ -20,7 +20,7 @@ from zoo.data.formats import AnnotationError, load_charades_sta, load_entries, l
 from zoo.data.grounding import DECIMAL, GROUNDING_TASKS, GroundingStyle, grounding_answer
 from zoo.data.reader import VideoError, open_reader
 from zoo.data.sampling import frame_indices, frame_order
-from zoo.data.transforms import FramePreprocess
+from zoo.data.transforms import FrameResize
 from zoo.data.batch import VideoBatch, VideoSample, collate
 from zoo.data.prompting import ConversationError, EncodedConversation, encode
 from zoo.data.text_cache import EncodedTextCache
@@ -68,7 +68,7 @@ def resolve_video(entry: dict, annotation_dir: Path, video_root: str | None) -> 
 
 
 class ConversationDataset(Dataset):
-    def __init__(self, entries: list[dict], annotation_dir: Path, *, video_spec, preprocess: FramePreprocess,
+    def __init__(self, entries: list[dict], annotation_dir: Path, *, video_spec, resize: FrameResize,
                  tokenizer, template, encode_instruction=lambda text: None,
                  video_root: str | None = None, skip_bad_videos: bool = False, for_generation: bool = False,
                  source: str = "<annotations>", codec=None, grounding_style: GroundingStyle = DECIMAL):
@@ -76,7 +76,7 @@ class ConversationDataset(Dataset):
         self.annotation_dir = Path(annotation_dir)
         self.video_spec = video_spec
         self.reader = open_reader(video_spec.reader)
-        self.preprocess = preprocess
+        self.resize = resize  # to the encoder's size, uint8: the model normalises on its device, per batch
         self.tokenizer = tokenizer
         self.template = template
         self.encode_instruction = encode_instruction  # the encoder's: question -> instruction ids, or None
@@ -134,7 +134,7 @@ class ConversationDataset(Dataset):
         details = {k: v for k, v in entry.items() if k != "conversations"}
         details.update(index=index, video_path=str(path), frames_read=len(frames), video_frames=info.frames,
                        question=turns[0]["value"], reference=entry["conversations"][1]["value"] if len(entry["conversations"]) > 1 else None)
-        return VideoSample(self.preprocess(frames), conversation, instruction_ids, details)
+        return VideoSample(self.resize(frames), conversation, instruction_ids, details)
 
 
 def build_dataset(recipe, model, annotation_file: str | Path | list, for_generation: bool = False,
@@ -168,7 +168,7 @@ def entries_dataset(recipe, model, entries: list[dict], folder: Path, *, video_s
     return ConversationDataset(
         entries, folder,
         video_spec=video_spec,
-        preprocess=FramePreprocess.for_encoder(model.encoder, video_spec.resize),
+        resize=FrameResize.for_encoder(model.encoder, video_spec.resize),
         tokenizer=model.tokenizer,
         template=recipe.prompt,
         encode_instruction=model.encoder.encode_instruction,

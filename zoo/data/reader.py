@@ -9,10 +9,12 @@ is torchcodec where it can load FFmpeg's shared libraries, decord elsewhere, wit
 from __future__ import annotations
 
 import ctypes.util
+import errno
 import functools
 import logging
 import os
 import re
+import stat
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -55,11 +57,14 @@ class VideoInfo:
 
 def check_file(path: str | os.PathLike) -> Path:
     path = Path(path)
-    if not path.exists():
-        raise VideoError(f"video {path}: file not found")
-    if not path.is_file():
+    try:
+        status = os.stat(path)  # one stat for the three checks: the loader calls this for every sample
+    except OSError as error:
+        missing = error.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
+        raise VideoError(f"video {path}: " + ("file not found" if missing else f"cannot be read ({error.strerror})")) from None
+    if not stat.S_ISREG(status.st_mode):
         raise VideoError(f"video {path}: not a file")
-    if path.stat().st_size == 0:
+    if status.st_size == 0:
         raise VideoError(f"video {path}: the file is empty (0 bytes)")
     return path
 

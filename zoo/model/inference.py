@@ -11,7 +11,7 @@ import torch
 
 from zoo.data.reader import open_reader
 from zoo.data.sampling import frame_indices
-from zoo.data.transforms import FramePreprocess
+from zoo.data.transforms import FrameResize
 from zoo.data.batch import VideoSample, collate
 from zoo.data.dataset import ConversationDataset, entries_dataset
 from zoo.data.prompting import encode, question_turns
@@ -21,7 +21,7 @@ from zoo.model.generation import generate
 def prepare_sample(model, video: str, prompt: str) -> VideoSample:
     recipe = model.recipe
     frames, _ = open_reader(recipe.data.video.reader).read_sampled(video, lambda info: frame_indices(info, recipe.data.video))
-    pixels = FramePreprocess.for_encoder(model.encoder, recipe.data.video.resize)(frames)
+    pixels = FrameResize.for_encoder(model.encoder, recipe.data.video.resize)(frames)
     conversation = encode(model.tokenizer, recipe.prompt, question_turns(prompt), for_generation=True,
                           add_bos=recipe.prompt.add_bos, codec=model.position.text_codec)
     return VideoSample(pixels, conversation, model.encoder.encode_instruction(conversation.question), {"video": video})

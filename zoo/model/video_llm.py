@@ -24,6 +24,7 @@ from zoo.model.checkpoint import checkpoint_recipe, load_weights, save_pretraine
 from zoo.model.checkpoint_import import check_coverage, import_checkpoints
 from zoo.model.generation import generate
 from zoo.data.batch import VideoBatch
+from zoo.data.transforms import PixelNormalise
 from zoo.data.prompting import IGNORE
 from zoo.config.recipe import Recipe
 from components.config import ComponentSpec, RecipeError
@@ -64,6 +65,7 @@ class VideoLLM(nn.Module):
         self.position = position
         self.mask = mask  # not a module: it holds no weights
         self.llm = llm
+        self.normalise = PixelNormalise.for_encoder(encoder)  # not a module: its constants stay float32 under bf16
         self._layout_cache: dict = {}
 
     # --- properties ---------------------------------------------------------------------
@@ -92,7 +94,9 @@ class VideoLLM(nn.Module):
     # --- forward ------------------------------------------------------------------------
 
     def encode_video(self, pixels: torch.Tensor, instruction: dict | None = None) -> VisualTokens:
-        features = self.encoder(pixels, instruction)
+        """``pixels`` (B, T, 3, S, S): uint8 frames as the loader gives them, normalised here with the encoder's
+        mean and std on the model's device, or floats normalised already."""
+        features = self.encoder(self.normalise(pixels), instruction)
         features = self.projector(features)
         if self.visual_position is not None:
             features = self.visual_position(features)
