@@ -5,6 +5,7 @@ uninterrupted run (issue 20, item 3). Its resume reads DeepSpeed's files as data
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import signal
@@ -55,8 +56,16 @@ def stzoo_train(root: Path, *args: str, wait: bool = True):
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
+def records(output: Path) -> list[dict]:
+    return [json.loads(line) for line in (output / "metrics.jsonl").read_text().splitlines()]
+
+
 def losses(output: Path) -> list[tuple[int, float]]:
-    return [(r["step"], r["loss"]) for r in map(json.loads, (output / "metrics.jsonl").read_text().splitlines())]
+    return [(r["step"], r["loss"]) for r in records(output)]
+
+
+def rates(output: Path) -> list[float]:
+    return [r["lr"] for r in records(output)]
 
 
 @pytest.mark.parametrize("stage", [2, 3])
@@ -66,6 +75,10 @@ def test_a_killed_deepspeed_run_resumes_to_the_uninterrupted_result(task, stage)
     whole = stzoo_train(root, str(recipe), "--output", str(root / f"whole{stage}"))
     assert whole.returncode == 0, whole.stderr[-3000:]
     assert "Traceback" not in whole.stderr and "FutureWarning" not in whole.stderr
+    # The rate each step used, as a plain run logs it: cosine from 1e-3, no warmup, step k (from 1) at
+    # 1e-3 * (1 + cos(pi * (k - 1) / STEPS)) / 2. DeepSpeed moves the schedule on inside its step.
+    cosine = [1e-3 * (1 + math.cos(math.pi * (k - 1) / STEPS)) / 2 for k in range(1, STEPS + 1)]
+    assert rates(root / f"whole{stage}") == pytest.approx(cosine, rel=1e-6)  # metrics.jsonl keeps 7 digits
 
     output = root / f"killed{stage}"
     process = stzoo_train(root, str(recipe), "--output", str(output), wait=False)

@@ -295,6 +295,7 @@ class DeepSpeedEngine(PlainEngine):
         self.ds, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=model, optimizer=optimizer, lr_scheduler=scheduler, config=config
         )
+        self.step_lr = self.scheduler.get_last_lr()[0]
 
     def _call(self, batch):
         return self.ds(batch)
@@ -304,7 +305,12 @@ class DeepSpeedEngine(PlainEngine):
 
     def backward(self, loss, micro_index: int = 0, micro_count: int = 1) -> None:
         self.ds.backward(loss)
+        # Read before ds.step(): at the accumulation boundary it steps the schedule on to the next step's rate.
+        self.step_lr = self.scheduler.get_last_lr()[0]
         self.ds.step()  # a real optimizer step only at the accumulation boundary
+
+    def last_lr(self) -> float:
+        return self.step_lr
 
     def step(self) -> float:
         norm = self.ds.get_global_grad_norm()

@@ -321,7 +321,8 @@ class Trainer:
         return self.step_offset + self.state.step
 
     def _log(self, metrics: dict[str, float], bar) -> None:
-        record = {"step": self.run_step, **{k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()}}
+        # Seven significant digits, not decimals: a rate of 2e-5 keeps its schedule's shape in metrics.jsonl.
+        record = {"step": self.run_step, **{k: float(f"{v:.7g}") if isinstance(v, float) else v for k, v in metrics.items()}}
         self.state.history.append(record)
         if self.rank != 0:
             return
