@@ -20,6 +20,7 @@ from tests.helpers import ray_job, submit_job, tiny_recipe, write_direction_task
 import zoo.launch.servers as local
 
 pytestmark = pytest.mark.slow
+STEPS, SAVE_EVERY, KILL_AFTER = 40, 5, 12  # a step takes ~0.3 s (ZeRO-3 ~0.6): a kill after step 12 lands long before the end
 
 
 def write_recipe(root: Path, train_file: Path, test_file: Path, steps: int, save_every: int, **scaling) -> Path:
@@ -41,6 +42,17 @@ def task(tmp_path_factory):
     root = tmp_path_factory.mktemp("direction")
     train_file, test_file = write_direction_task(root)
     return root, train_file, test_file
+
+
+@pytest.fixture(scope="module")
+def reference(cluster, task):
+    """The uninterrupted DDP run ("uninterrupted") that every interrupted run here is compared with: a job start
+    costs ~70 s on two cores, so the module submits it once. Its `ray job submit` output."""
+    root, train_file, test_file = task
+    recipe = write_recipe(root, train_file, test_file, steps=STEPS, save_every=SAVE_EVERY)
+    result = submit_job(cluster, recipe, "uninterrupted")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
 
 
 def job_client(cluster):
@@ -96,19 +108,16 @@ def test_servers_listen_on_loopback_only(cluster):
     assert len(listening) >= 4 and all(local.is_loopback(address) for address, *_ in listening)
 
 
-def test_a_submitted_recipe_is_tracked_in_mlflow(cluster, task):
-    root, train_file, test_file = task
-    recipe = write_recipe(root, train_file, test_file, steps=8, save_every=4)
-    result = submit_job(cluster, recipe, "uninterrupted")
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "step 8/8 loss" in result.stdout and "eta" in result.stdout  # the job log shows progress
+def test_a_submitted_recipe_is_tracked_in_mlflow(cluster, reference):
+    result = reference
+    assert f"step {STEPS}/{STEPS} loss" in result.stdout and "eta" in result.stdout  # the job log shows progress
     client, run = mlflow_run(cluster, "uninterrupted")
     assert run.info.status == "FINISHED"
-    assert run.data.params["model.encoder.name"] == "clip" and run.data.params["train.max_steps"] == "8"
+    assert run.data.params["model.encoder.name"] == "clip" and run.data.params["train.max_steps"] == str(STEPS)
     tags = run.data.tags
     assert (tags["component.compressor"], tags["component.mask"], tags["component.llm"], tags["component.tuning"]) == (
         "all_tokens", "causal", "llama", "full")
-    assert [p.step for p in client.get_metric_history(run.info.run_id, "loss")] == list(range(1, 9))
+    assert [p.step for p in client.get_metric_history(run.info.run_id, "loss")] == list(range(1, STEPS + 1))
     assert "direction.multiple_choice.accuracy" in run.data.metrics and "lr" in run.data.metrics
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"model", "eval", "plots", "recipe.yaml"} <= artifacts
@@ -126,7 +135,7 @@ def test_a_submitted_recipe_is_tracked_in_mlflow(cluster, task):
     assert VideoLLM.from_pretrained(checkpoint_in(local_copy)).recipe.name == "ray_direction"
 
 
-def test_an_evaluation_job_logs_into_the_run(cluster, task):
+def test_an_evaluation_job_logs_into_the_run(cluster, task, reference):
     """`ray_jobs.evaluate runs:/ID` on the run the test above trained: metrics and files land in that run."""
     root, _, test_file = task
     client, run = mlflow_run(cluster, "uninterrupted")
@@ -139,20 +148,22 @@ def test_an_evaluation_job_logs_into_the_run(cluster, task):
 
 
 ZERO3 = {"strategy": "deepspeed", "deepspeed_config": str(Path(__file__).resolve().parents[2] / "ray_jobs/deepspeed/zero3.json")}
+SCALING = {"ddp": {}, "zero3": ZERO3, "fsdp2": {"strategy": "fsdp2"}}
+# How far a resumed run may end from the uninterrupted DDP run: DDP's own run exactly; ZeRO-3 and FSDP2 reduce
+# gradients in another order, so within the tolerance tests/training/test_fsdp2.py holds FSDP2 to against DDP
+# (measured after 40 steps: 2e-7 for ZeRO-3, 7e-8 for FSDP2).
+TOLERANCE = {"ddp": 0.0, "zero3": 1e-5, "fsdp2": 1e-5}
 
 
-@pytest.mark.parametrize("strategy,steps,kill_after", [("ddp", 40, 12), ("zero3", 40, 12), ("fsdp2", 40, 12)])
-def test_a_killed_worker_resumes_from_its_checkpoint_with_the_same_result(cluster, task, strategy, steps, kill_after):
+@pytest.mark.parametrize("strategy", ["ddp", "zero3", "fsdp2"])
+def test_a_killed_worker_resumes_from_its_checkpoint_with_the_same_result(cluster, task, reference, strategy):
     """Each of two workers saves its own part (DeepSpeed: its ZeRO shards) and Ray Train merges them; a worker
-    killed mid-run restarts the group from the merged checkpoint."""
+    killed mid-run restarts the group from the merged checkpoint, and the run ends where the uninterrupted one
+    (this module's one DDP reference job) ends."""
     root, train_file, test_file = task
-    scaling = {"zero3": ZERO3, "fsdp2": {"strategy": "fsdp2"}}.get(strategy, {})
-    recipe = write_recipe(root, train_file, test_file, steps=steps, save_every=5, **scaling)
-    reference = submit_job(cluster, recipe, f"reference-{steps}-{strategy}")
-    assert reference.returncode == 0, reference.stderr[-2000:]
-
-    job_id = submit_job(cluster, recipe, f"killed-{steps}-{strategy}", wait=False)
-    wait_for_steps(cluster, f"killed-{steps}-{strategy}", kill_after)
+    recipe = write_recipe(root, train_file, test_file, steps=STEPS, save_every=SAVE_EVERY, **SCALING[strategy])
+    job_id = submit_job(cluster, recipe, f"killed-{strategy}", wait=False)
+    wait_for_steps(cluster, f"killed-{strategy}", KILL_AFTER)
     ours = local.ray_tree(cluster)  # another Ray head on the machine (another test worker's) has its own workers
     workers = [p for p in psutil.process_iter(["name", "cmdline"]) if p.pid in ours
                and "RayTrainWorker" in " ".join(p.info.get("cmdline") or []) + (p.info.get("name") or "")]
@@ -162,25 +173,26 @@ def test_a_killed_worker_resumes_from_its_checkpoint_with_the_same_result(cluste
     logs = job_client(cluster).get_job_logs(job_id)
     assert "resuming from" in logs
 
-    client, killed = mlflow_run(cluster, f"killed-{steps}-{strategy}")
-    _, uninterrupted = mlflow_run(cluster, f"reference-{steps}-{strategy}")
-    assert final_loss(client, killed) == final_loss(client, uninterrupted)
+    client, killed = mlflow_run(cluster, f"killed-{strategy}")
+    _, uninterrupted = mlflow_run(cluster, "uninterrupted")
+    assert [p.step for p in client.get_metric_history(killed.info.run_id, "loss")] == list(range(1, STEPS + 1))
+    assert final_loss(client, killed) == pytest.approx(final_loss(client, uninterrupted), rel=TOLERANCE[strategy], abs=0)
     assert killed.data.metrics["direction.multiple_choice.accuracy"] == uninterrupted.data.metrics["direction.multiple_choice.accuracy"]
 
 
-def test_a_stopped_and_resubmitted_job_continues_its_run(cluster, task):
+def test_a_stopped_and_resubmitted_job_continues_its_run(cluster, task, reference):
     root, train_file, test_file = task
-    recipe = write_recipe(root, train_file, test_file, steps=40, save_every=5)
-    job_id = submit_job(cluster, recipe, "resubmitted-40", wait=False)
-    wait_for_steps(cluster, "resubmitted-40", 12)
+    recipe = write_recipe(root, train_file, test_file, steps=STEPS, save_every=SAVE_EVERY)
+    job_id = submit_job(cluster, recipe, "resubmitted", wait=False)
+    wait_for_steps(cluster, "resubmitted", KILL_AFTER)
     job_client(cluster).stop_job(job_id)
     assert wait_for_job(cluster, job_id) == "STOPPED"
-    _, first = mlflow_run(cluster, "resubmitted-40")
+    _, first = mlflow_run(cluster, "resubmitted")
 
-    again = submit_job(cluster, recipe, "resubmitted-40")
+    again = submit_job(cluster, recipe, "resubmitted")
     assert again.returncode == 0, again.stderr[-2000:]
     assert "continued" in again.stdout and "resuming from" in again.stdout
-    client, run = mlflow_run(cluster, "resubmitted-40")
+    client, run = mlflow_run(cluster, "resubmitted")
     assert run.info.run_id == first.info.run_id and run.info.status == "FINISHED"
-    _, uninterrupted = mlflow_run(cluster, "reference-40-ddp")
+    _, uninterrupted = mlflow_run(cluster, "uninterrupted")
     assert final_loss(client, run) == final_loss(client, uninterrupted)
