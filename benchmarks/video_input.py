@@ -6,24 +6,29 @@ and the STZoo loader's path for a training sample (read_sampled, resized to the 
 the conversation tokenised, as kept from an earlier epoch and, for the default reader, as the first epoch
 tokenises it, plus its share of what the model does with the batch before the encoder: stack and normalise,
 which moved out of the loader) with the default reader ("auto": torchcodec where it loads FFmpeg) and with
-decord; target: each loader >= 0.9x the raw decoder it uses. Then a tiny training run with 0, 1
-and 2 DataLoader workers: the share of each step spent waiting for data.
+decord; target: each loader >= 0.9x the raw decoder it uses. The same rows again on videos at a source size
+of real data sets (320x240, 5 s at 30 fps, to CLIP's 224), where the decode takes ~10x longer and the loader's
+fixed per-sample cost weighs less. Then a tiny training run with 0, 1 and 2 DataLoader workers: the share of
+each step spent waiting for data.
 
-    python -m benchmarks.video_input [--suite .stzoo/data/action_scene] [--videos 64]
+    python -m benchmarks.video_input [--suite .stzoo/data/action_scene] [--videos 64] [--real-size-videos 16]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from zoo.data.reader import default_backend, open_reader, torchcodec_unavailable_reason
 from zoo.data.sampling import uniform_indices
 from zoo.data.text_cache import EncodedTextCache
+from zoo.data.writer import write_video
 
 FRAMES = 8
 BATCH = 4  # the tiny recipes' batch: the model normalises this many samples' frames at once
@@ -80,20 +85,45 @@ def raw_decoders() -> dict:
 def training_sample(dataset, by_path: dict, normalise, batch: int = BATCH):
     """One sample through the loader, and every ``batch`` samples the batch's pixels stacked and normalised as
     the model does before its encoder (on the CPU here, in the same process: the conservative count). With
-    ``batch=1`` each sample is normalised as it is loaded: the loader's work before the normalisation moved."""
+    ``batch=1`` each sample is normalised as it is loaded: the loader's work before the normalisation moved.
+    With ``normalise=None`` nothing is: a DataLoader worker's whole share when the model sits on a GPU."""
     pending = []
 
     def read(path):
         pending.append(dataset[by_path[str(path)]].pixels)
-        if len(pending) == batch:
+        if normalise is None:
+            pending.clear()
+        elif len(pending) == batch:
             normalise(torch.stack(pending))
             pending.clear()
     return read
 
 
-def loader_paths(suite: Path, count: int) -> tuple[dict, list[Path], dict]:
+def real_size_suite(suite: Path, out: Path, videos: int) -> Path:
+    """``videos`` of the suite's training entries pointed at videos of a real data set's source size: 320x240,
+    5 s at 30 fps, a textured background under a moving square, H.264 as the suite's (one keyframe at the start,
+    as libx264 writes short clips). Written once into ``out``; returns its train.json."""
+    annotations = out / "train.json"
+    if annotations.is_file():
+        return annotations
+    entries = json.loads((suite / "train.json").read_text())[:videos]
+    texture = np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    background = (texture // 2 + np.linspace(0, 120, 320, dtype=np.uint8)[None, :, None]).astype(np.uint8)
+    for number, entry in enumerate(entries):
+        frames = np.repeat(background[None], 150, axis=0)
+        for t in range(150):
+            left = (number * 20 + t * 2) % 280
+            frames[t, 100:140, left : left + 40] = (255, 60 + number * 10, 30)
+        entry["video"] = f"videos/{number:03d}.mp4"
+        write_video(out / entry["video"], frames, fps=30)
+    annotations.write_text(json.dumps(entries))
+    return annotations
+
+
+def loader_paths(suite: Path, count: int, overrides: tuple[str, ...] = ()) -> tuple[dict, list[Path], dict]:
     """The loader's training-sample path over ``count`` suite entries, once per reader: the default ("auto")
-    and decord beside it where they differ. The tiny recipe pins its reader, so the reader is set here."""
+    and decord beside it where they differ. The tiny recipe pins its reader, so the reader is set here;
+    ``overrides`` change the recipe further (the encoder's input size)."""
     from zoo.data.dataset import build_dataset
     from zoo.model.video_llm import build_model
     from zoo.config.recipe import load_recipe
@@ -102,7 +132,8 @@ def loader_paths(suite: Path, count: int) -> tuple[dict, list[Path], dict]:
     paths, decoder_of, model, files = {}, {}, None, []
     for backend in backends:
         recipe = load_recipe("recipes/tiny/baseline.yaml", [f"data.train={suite}/train.json", "data.eval={}",
-                                                            "data.synthetic=null", f"data.video.reader={backend}"])
+                                                            "data.synthetic=null", f"data.video.reader={backend}",
+                                                            *overrides])
         model = model or build_model(recipe)  # the reader does not change the model
         dataset = build_dataset(recipe, model, suite / "train.json", max_samples=count)
         files = [suite / entry["video"] for entry in dataset.entries]
@@ -113,6 +144,9 @@ def loader_paths(suite: Path, count: int) -> tuple[dict, list[Path], dict]:
         rows = {f"STZoo loader, {backend}{default} (decode + sample + resize, normalised per batch; text tokenised "
                 "in an earlier epoch)": training_sample(dataset, by_path, model.normalise)}
         if default:
+            # What a DataLoader worker does when the model, and so the normalisation, sits on a GPU.
+            rows[f"STZoo loader, {backend}{default}, the worker's share only (decode + sample + resize; the "
+                 "normalisation on a GPU)"] = training_sample(dataset, by_path, None)
             # The same work with each sample normalised as it is loaded: the loader before the model took it over.
             rows[f"STZoo loader, {backend}{default}, each sample normalised as loaded (the earlier layout)"] = \
                 training_sample(dataset, by_path, model.normalise, batch=1)
@@ -126,10 +160,10 @@ def loader_paths(suite: Path, count: int) -> tuple[dict, list[Path], dict]:
     return paths, files, decoder_of
 
 
-def reader_rows(suite: Path, count: int) -> tuple[str, dict]:
-    loaders, files, decoder_of = loader_paths(suite, count)
+def reader_rows(suite: Path, count: int, overrides: tuple[str, ...] = (), rounds: int = 15) -> tuple[str, dict]:
+    loaders, files, decoder_of = loader_paths(suite, count, overrides)
     paths = {**raw_decoders(), **loaders}
-    medians = interleaved_rates(paths, files)
+    medians = interleaved_rates(paths, files, rounds=rounds)
     lines = ["| path | videos/s | ms/video | vs raw decord | vs the raw decoder it uses (target >= 0.9 for a loader) |",
              "|---|---|---|---|---|"]
     for name, rate in medians.items():
@@ -163,6 +197,7 @@ def main(argv=None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suite", default=".stzoo/data/action_scene")
     parser.add_argument("--videos", type=int, default=64)
+    parser.add_argument("--real-size-videos", type=int, default=16)
     args = parser.parse_args(argv)
     suite = Path(args.suite)
     if not (suite / "train.json").is_file():
@@ -170,7 +205,12 @@ def main(argv=None) -> str:
 
         generate_suite(suite, seed=0, videos=200)
     readers, _ = reader_rows(suite, args.videos)
-    result = readers + "\n\nA training step fed by the loader (tiny baseline, batch 4):\n\n" + starvation_rows(suite)
+    real_size = real_size_suite(suite, suite.parent / f"{suite.name}_320x240", args.real_size_videos).parent
+    # 5 rounds: each video decodes ~10x longer, so a round is as long as ~10 of the suite's.
+    real_rows, _ = reader_rows(real_size, args.real_size_videos, ("model.encoder.config.image_size=224",), rounds=5)
+    result = (readers + f"\n\nThe same on {args.real_size_videos} videos of 320x240, 5 s at 30 fps, resized to 224 "
+              "(CLIP's input):\n\n" + real_rows + "\n\nA training step fed by the loader (tiny baseline, batch 4):\n\n"
+              + starvation_rows(suite))
     print(result)
     return result
 
