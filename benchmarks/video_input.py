@@ -11,7 +11,7 @@ of real data sets (320x240, 5 s at 30 fps, to CLIP's 224), where the decode take
 fixed per-sample cost weighs less. Then a tiny training run with 0, 1 and 2 DataLoader workers: the share of
 each step spent waiting for data.
 
-    python -m benchmarks.video_input [--suite .stzoo/data/action_scene] [--videos 64] [--real-size-videos 16]
+    python -m benchmarks.video_input [--suite FOLDER] [--videos 64] [--real-size-videos 16]
 """
 
 from __future__ import annotations
@@ -19,17 +19,23 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from zoo.config.recipe import load_recipe
+from zoo.data.dataset import build_dataset, data_path, ensure_synthetic_suite
 from zoo.data.reader import default_backend, open_reader, torchcodec_unavailable_reason
 from zoo.data.sampling import uniform_indices
 from zoo.data.text_cache import EncodedTextCache
 from zoo.data.writer import write_video
+from zoo.model.video_llm import build_model
+from zoo.training.trainer import Trainer
 
+TINY_RECIPE = "recipes/tiny/baseline.yaml"
 FRAMES = 8
 BATCH = 4  # the tiny recipes' batch: the model normalises this many samples' frames at once
 RAW_ROW = {"torchcodec": "raw torchcodec", "decord": "raw decord", "pyav": "PyAV"}  # the row of each reader's decoder
@@ -124,16 +130,11 @@ def loader_paths(suite: Path, count: int, overrides: tuple[str, ...] = ()) -> tu
     """The loader's training-sample path over ``count`` suite entries, once per reader: the default ("auto")
     and decord beside it where they differ. The tiny recipe pins its reader, so the reader is set here;
     ``overrides`` change the recipe further (the encoder's input size)."""
-    from zoo.data.dataset import build_dataset
-    from zoo.model.video_llm import build_model
-    from zoo.config.recipe import load_recipe
-
     backends = list(dict.fromkeys([default_backend(), "decord"]))
     paths, decoder_of, model, files = {}, {}, None, []
     for backend in backends:
-        recipe = load_recipe("recipes/tiny/baseline.yaml", [f"data.train={suite}/train.json", "data.eval={}",
-                                                            "data.synthetic=null", f"data.video.reader={backend}",
-                                                            *overrides])
+        recipe = load_recipe(TINY_RECIPE, [f"data.train={suite}/train.json", "data.eval={}", "data.synthetic=null",
+                                           f"data.video.reader={backend}", *overrides])
         model = model or build_model(recipe)  # the reader does not change the model
         dataset = build_dataset(recipe, model, suite / "train.json", max_samples=count)
         files = [suite / entry["video"] for entry in dataset.entries]
@@ -173,14 +174,9 @@ def reader_rows(suite: Path, count: int, overrides: tuple[str, ...] = (), rounds
 
 
 def starvation_rows(suite: Path, steps: int = 30) -> str:
-    import tempfile
-
-    from zoo.config.recipe import load_recipe
-    from zoo.training.trainer import Trainer
-
     lines = ["| DataLoader workers | step time (s) | waiting for data (s) | share waiting |", "|---|---|---|---|"]
     for workers in (0, 1, 2):
-        recipe = load_recipe("recipes/tiny/baseline.yaml", [
+        recipe = load_recipe(TINY_RECIPE, [
             f"data.train={suite}/train.json", "data.eval={}", "data.synthetic=null", f"data.num_workers={workers}",
             f"train.max_steps={steps}", "train.progress_bar=false",
         ])
@@ -193,17 +189,25 @@ def starvation_rows(suite: Path, steps: int = 30) -> str:
     return "\n".join(lines)
 
 
+def tiny_suite() -> Path:
+    """The synthetic suite the tiny recipes train on, drawn as they draw it where it is missing: one suite for
+    every benchmark and `stzoo train`, never a second drawing with other options in the same folder (which the
+    recipes then refuse)."""
+    recipe = load_recipe(TINY_RECIPE)
+    ensure_synthetic_suite(recipe)
+    return data_path(recipe.data.synthetic.out)
+
+
 def main(argv=None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--suite", default=".stzoo/data/action_scene")
+    parser.add_argument("--suite", help="a folder with train.json; default: the tiny recipes' synthetic suite, drawn "
+                        "where missing")
     parser.add_argument("--videos", type=int, default=64)
     parser.add_argument("--real-size-videos", type=int, default=16)
     args = parser.parse_args(argv)
-    suite = Path(args.suite)
+    suite = Path(args.suite) if args.suite else tiny_suite()
     if not (suite / "train.json").is_file():
-        from zoo.data.action_scene import generate_suite
-
-        generate_suite(suite, seed=0, videos=200)
+        raise SystemExit(f"--suite {suite}: no train.json there; give a folder that holds one")
     readers, _ = reader_rows(suite, args.videos)
     real_size = real_size_suite(suite, suite.parent / f"{suite.name}_320x240", args.real_size_videos).parent
     # 5 rounds: each video decodes ~10x longer, so a round is as long as ~10 of the suite's.

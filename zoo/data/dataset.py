@@ -71,7 +71,7 @@ def resolve_video(entry: dict, annotation_dir: Path, video_root: str | None) -> 
 
 def video_file(video: str, folder: str) -> str:
     """An entry's video path joined to its folder as strings: the loader resolves one per sample, after a decode
-    has evicted the caches, where pathlib's objects cost ~40 us and this ~15 (benchmarks/README.md, the loader)."""
+    has evicted the caches, where pathlib's objects cost ~40 us and this ~19 (benchmarks/README.md, the loader)."""
     return video if os.path.isabs(video) else os.path.join(folder, video)
 
 
