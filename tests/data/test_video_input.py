@@ -13,7 +13,7 @@ import torch
 from tests.helpers import REPO, moving_square_frames
 from zoo.data.reader import VideoError, open_reader
 from components.compressors.st_llm_masking import local_positions
-from zoo.data.dataset import build_dataset
+from zoo.data.dataset import build_dataset, video_file, video_folder
 from zoo.data.sampling import fixed_indices, fps_count, frame_order, uniform_indices
 from zoo.data.transforms import FrameResize, PixelNormalise
 from zoo.data.writer import write_video
@@ -127,3 +127,12 @@ def test_frame_order_reverses_or_shuffles_the_frames_a_sample_gets(direction_dat
         seen[order] = build_dataset(recipe, model, annotations, video_spec=video)[1].pixels
     assert torch.equal(seen["reversed"], seen["time"].flip(0))
     assert torch.equal(seen["shuffled"], seen["time"][frame_order(8, "shuffled", "clip001")])
+
+
+def test_a_relative_video_is_found_under_data_video_root_else_beside_its_annotations(tmp_path, monkeypatch):
+    monkeypatch.setenv("STZOO_DATA_ROOT", str(tmp_path / "data"))  # a relative data.video_root starts there
+    annotations = tmp_path / "annotations"
+    assert video_file("a/b.mp4", str(video_folder(annotations, "clips"))) == f"{tmp_path}/data/clips/a/b.mp4"
+    assert video_file("a/b.mp4", str(video_folder(annotations, str(tmp_path / "abs")))) == f"{tmp_path}/abs/a/b.mp4"
+    assert video_file("a/b.mp4", str(video_folder(annotations, None))) == f"{tmp_path}/annotations/a/b.mp4"
+    assert video_file("/videos/c.mp4", str(video_folder(annotations, "clips"))) == "/videos/c.mp4"

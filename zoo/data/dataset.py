@@ -88,7 +88,6 @@ class ConversationDataset(Dataset):
         self.tokenizer = tokenizer
         self.template = template
         self.encode_instruction = encode_instruction  # the encoder's: question -> instruction ids, or None
-        self.video_root = video_root
         self.video_folder = str(video_folder(self.annotation_dir, video_root))
         self.skip_bad_videos = skip_bad_videos
         self.for_generation = for_generation
