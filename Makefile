@@ -19,11 +19,6 @@ $(STAMP): pyproject.toml
 	# torch and torchvision as a matching pair first: any other torchvision breaks `import transformers`.
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/python -m pip install -q -e '.[dev]'
-	# DeepSpeed compiles its CPU communication op at a run's first step, into torch's extension cache: ~40 s
-	# alone, six minutes with the test suite beside it, where every DeepSpeed test waited on the compile's
-	# lock (CI at 2d97425). Built here once, while nothing else runs.
-	DS_ACCELERATOR=cpu $(BIN)/python -c "from deepspeed.accelerator import get_accelerator; \
-		get_accelerator().create_op_builder('ShareMemCommBuilder').load()"
 	@touch $(STAMP)
 
 # Two pytest workers: much of the suite waits on servers and subprocesses, which the other worker fills.
