@@ -272,6 +272,15 @@ def _named_class(dotted: str):
     return getattr(importlib.import_module(module), name)
 
 
+def skip_inference_comm_op(deepspeed) -> None:
+    """Keep DeepSpeed from compiling its shared-memory op (deepspeed_shm_comm) when its CPU backend starts. Only its
+    inference_all_reduce (tensor-parallel inference) uses that op; ZeRO training reduces through torch.distributed.
+    The C++ compile took 40 s alone and 6 minutes beside the test suite at the first DeepSpeed step on a fresh
+    machine, every DeepSpeed process waiting on its lock, and ran again whenever another checkout (another
+    venv path) had built it last. DeepSpeed skips an op marked not compatible; it keeps this dict for the process."""
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
+
 class DeepSpeedEngine(PlainEngine):
     """DeepSpeed ZeRO-2/3: it scales the loss over micro-batches, clips, steps at the accumulation boundary."""
 
@@ -282,6 +291,7 @@ class DeepSpeedEngine(PlainEngine):
         warnings.filterwarnings("ignore", message=r"`torch\.distributed\.\w+` is deprecated", category=FutureWarning)
         import deepspeed
 
+        skip_inference_comm_op(deepspeed)
         ensure_process_group()
         self.model = model
         self.device = model.device
