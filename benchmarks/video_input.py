@@ -11,13 +11,15 @@ of real data sets (320x240, 5 s at 30 fps, to CLIP's 224), where the decode take
 fixed per-sample cost weighs less. Then a tiny training run with 0, 1 and 2 DataLoader workers: the share of
 each step spent waiting for data.
 
-    python -m benchmarks.video_input [--suite FOLDER] [--videos 64] [--real-size-videos 16]
+    python -m benchmarks.video_input [--suite FOLDER] [--videos 64] [--real-size-videos 16] [--rounds 45]
+                                     [--real-size-rounds 21]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import tempfile
 import time
@@ -41,12 +43,12 @@ BATCH = 4  # the tiny recipes' batch: the model normalises this many samples' fr
 RAW_ROW = {"torchcodec": "raw torchcodec", "decord": "raw decord", "pyav": "PyAV"}  # the row of each reader's decoder
 
 
-def interleaved_rates(paths: dict, files: list[Path], rounds: int = 15, block: int = 8) -> dict[str, float]:
-    """Videos per second of each path, side by side: the files in blocks of ``block``, every block through every
-    path in an order rotated from block to block, before the next block. A path runs a block's samples one
-    after the other, as a DataLoader worker runs its samples (its code and tables stay in the caches; a
-    decoder run between single samples would evict them, which no worker sees), and a slow spell of this
-    shared machine falls on every path alike. The median of the rounds' rates."""
+def interleaved_rates(paths: dict, files: list[Path], rounds: int = 15, block: int = 8) -> dict[str, list[float]]:
+    """Videos per second of each path in each round, side by side: the files in blocks of ``block``, every block
+    through every path in an order rotated from block to block, before the next block. A path runs a block's
+    samples one after the other, as a DataLoader worker runs its samples (its code and tables stay in the caches;
+    a decoder run between single samples would evict them, which no worker sees), and a slow spell of this
+    shared machine falls on every path of that round alike."""
     names = list(paths)
     seconds = {name: [0.0] * rounds for name in names}
     blocks = [files[start : start + block] for start in range(0, len(files), block)]
@@ -58,7 +60,19 @@ def interleaved_rates(paths: dict, files: list[Path], rounds: int = 15, block: i
                 for path in chunk:
                     paths[name](path)
                 seconds[name][round_] += time.perf_counter() - started
-    return {name: statistics.median(len(files) / s for s in seconds[name]) for name in names}
+    return {name: [len(files) / s for s in seconds[name]] for name in names}
+
+
+def median_interval(values: list[float], level: float = 0.95) -> tuple[float, float, float, float]:
+    """The median of ``values``, and a distribution-free interval for it with its coverage: the order statistics
+    x_(k) and x_(n+1-k) for the largest k whose coverage 1 - 2 P(Binomial(n, 1/2) < k) is at least ``level``
+    (15 values: the 4th and the 12th, 96.5%); with too few values for ``level``, the least and the greatest."""
+    ordered, n = sorted(values), len(values)
+    coverage = lambda k: 1 - 2 * sum(math.comb(n, i) for i in range(k)) / 2**n  # noqa: E731
+    k = 1
+    while k + 1 <= (n + 1) // 2 and coverage(k + 1) >= level:
+        k += 1
+    return statistics.median(values), ordered[k - 1], ordered[n - k], coverage(k)
 
 
 def raw_decoders() -> dict:
@@ -164,11 +178,16 @@ def loader_paths(suite: Path, count: int, overrides: tuple[str, ...] = ()) -> tu
 def reader_rows(suite: Path, count: int, overrides: tuple[str, ...] = (), rounds: int = 15) -> tuple[str, dict]:
     loaders, files, decoder_of = loader_paths(suite, count, overrides)
     paths = {**raw_decoders(), **loaders}
-    medians = interleaved_rates(paths, files, rounds=rounds)
-    lines = ["| path | videos/s | ms/video | vs raw decord | vs the raw decoder it uses (target >= 0.9 for a loader) |",
-             "|---|---|---|---|---|"]
+    rates = interleaved_rates(paths, files, rounds=rounds)
+    medians = {name: statistics.median(rounds_) for name, rounds_ in rates.items()}
+    coverage = median_interval(rates["raw decord"])[3]
+    lines = ["| path | videos/s | ms/video | vs raw decord | vs the raw decoder it uses: median of the rounds' ratios "
+             f"[{coverage:.0%} interval] (target >= 0.9 for a loader) |", "|---|---|---|---|---|"]
     for name, rate in medians.items():
-        own = f"{rate / medians[decoder_of[name]]:.2f} ({decoder_of[name]})" if name in decoder_of else "-"
+        own = "-"
+        if name in decoder_of:  # paired by round: both paths ran the same files in the same stretch of time
+            ratio, low, high, _ = median_interval([a / b for a, b in zip(rates[name], rates[decoder_of[name]])])
+            own = f"{ratio:.2f} [{low:.2f}, {high:.2f}] ({decoder_of[name]})"
         lines.append(f"| {name} | {rate:.1f} | {1000 / rate:.2f} | {rate / medians['raw decord']:.2f} | {own} |")
     return "\n".join(lines), medians
 
@@ -204,14 +223,18 @@ def main(argv=None) -> str:
                         "where missing")
     parser.add_argument("--videos", type=int, default=64)
     parser.add_argument("--real-size-videos", type=int, default=16)
+    # Rounds set the width of each ratio's interval (the median's, ~1/sqrt(rounds)): 45 rounds of the suite's
+    # videos and 21 of the real-size ones take ~1.5 minutes each. A real-size round is ~10 of the suite's long.
+    parser.add_argument("--rounds", type=int, default=45)
+    parser.add_argument("--real-size-rounds", type=int, default=21)
     args = parser.parse_args(argv)
     suite = Path(args.suite) if args.suite else tiny_suite()
     if not (suite / "train.json").is_file():
         raise SystemExit(f"--suite {suite}: no train.json there; give a folder that holds one")
-    readers, _ = reader_rows(suite, args.videos)
+    readers, _ = reader_rows(suite, args.videos, rounds=args.rounds)
     real_size = real_size_suite(suite, suite.parent / f"{suite.name}_320x240", args.real_size_videos).parent
-    # 5 rounds: each video decodes ~10x longer, so a round is as long as ~10 of the suite's.
-    real_rows, _ = reader_rows(real_size, args.real_size_videos, ("model.encoder.config.image_size=224",), rounds=5)
+    real_rows, _ = reader_rows(real_size, args.real_size_videos, ("model.encoder.config.image_size=224",),
+                               rounds=args.real_size_rounds)
     result = (readers + f"\n\nThe same on {args.real_size_videos} videos of 320x240, 5 s at 30 fps, resized to 224 "
               "(CLIP's input):\n\n" + real_rows + "\n\nA training step fed by the loader (tiny baseline, batch 4):\n\n"
               + starvation_rows(suite))
