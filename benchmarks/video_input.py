@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import tempfile
 import time
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.ratio_interval import paired_ratio
 from zoo.config.recipe import load_recipe
 from zoo.data.dataset import build_dataset, data_path, ensure_synthetic_suite
 from zoo.data.reader import default_backend, open_reader, torchcodec_unavailable_reason
@@ -61,18 +61,6 @@ def interleaved_rates(paths: dict, files: list[Path], rounds: int = 15, block: i
                     paths[name](path)
                 seconds[name][round_] += time.perf_counter() - started
     return {name: [len(files) / s for s in seconds[name]] for name in names}
-
-
-def median_interval(values: list[float], level: float = 0.95) -> tuple[float, float, float, float]:
-    """The median of ``values``, and a distribution-free interval for it with its coverage: the order statistics
-    x_(k) and x_(n+1-k) for the largest k whose coverage 1 - 2 P(Binomial(n, 1/2) < k) is at least ``level``
-    (15 values: the 4th and the 12th, 96.5%); with too few values for ``level``, the least and the greatest."""
-    ordered, n = sorted(values), len(values)
-    coverage = lambda k: 1 - 2 * sum(math.comb(n, i) for i in range(k)) / 2**n  # noqa: E731
-    k = 1
-    while k + 1 <= (n + 1) // 2 and coverage(k + 1) >= level:
-        k += 1
-    return statistics.median(values), ordered[k - 1], ordered[n - k], coverage(k)
 
 
 def raw_decoders() -> dict:
@@ -180,14 +168,13 @@ def reader_rows(suite: Path, count: int, overrides: tuple[str, ...] = (), rounds
     paths = {**raw_decoders(), **loaders}
     rates = interleaved_rates(paths, files, rounds=rounds)
     medians = {name: statistics.median(rounds_) for name, rounds_ in rates.items()}
-    coverage = median_interval(rates["raw decord"])[3]
+    coverage = paired_ratio(rates["raw decord"], rates["raw decord"]).coverage
     lines = ["| path | videos/s | ms/video | vs raw decord | vs the raw decoder it uses: median of the rounds' ratios "
              f"[{coverage:.0%} interval] (target >= 0.9 for a loader) |", "|---|---|---|---|---|"]
     for name, rate in medians.items():
         own = "-"
         if name in decoder_of:  # paired by round: both paths ran the same files in the same stretch of time
-            ratio, low, high, _ = median_interval([a / b for a, b in zip(rates[name], rates[decoder_of[name]])])
-            own = f"{ratio:.2f} [{low:.2f}, {high:.2f}] ({decoder_of[name]})"
+            own = f"{paired_ratio(rates[name], rates[decoder_of[name]]).rounded(2)} ({decoder_of[name]})"
         lines.append(f"| {name} | {rate:.1f} | {1000 / rate:.2f} | {rate / medians['raw decord']:.2f} | {own} |")
     return "\n".join(lines), medians
 
