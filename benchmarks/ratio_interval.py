@@ -17,7 +17,7 @@ class MedianInterval:
     coverage: float  # the probability that [low, high] holds the true median
 
     def __str__(self) -> str:
-        return f"{self.median:.3f} [{self.low:.3f}, {self.high:.3f}]"
+        return self.rounded(3)
 
     def rounded(self, digits: int) -> str:
         return f"{self.median:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"

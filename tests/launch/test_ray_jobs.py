@@ -163,8 +163,8 @@ def test_a_killed_worker_resumes_from_its_checkpoint_with_the_same_result(cluste
     root, train_file, test_file = task
     recipe = write_recipe(root, train_file, test_file, steps=STEPS, save_every=SAVE_EVERY, **SCALING[strategy])
     job_id = submit_job(cluster, recipe, f"killed-{strategy}", wait=False)
-    # As long as the job itself may take: on a fresh machine the first DeepSpeed run can compile DeepSpeed's CPU
-    # communication op (six minutes with the suite beside it) before its first step.
+    # As long as the job itself may take: its start (driver, Ray Train worker group: ~50 s alone) stretches several
+    # times over with the rest of the suite running beside it.
     wait_for_steps(cluster, f"killed-{strategy}", KILL_AFTER, timeout=900)
     ours = local.ray_tree(cluster)  # another Ray head on the machine (another test worker's) has its own workers
     workers = [p for p in psutil.process_iter(["name", "cmdline"]) if p.pid in ours
