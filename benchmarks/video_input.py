@@ -163,7 +163,7 @@ def loader_paths(suite: Path, count: int, overrides: tuple[str, ...] = ()) -> tu
     return paths, files, decoder_of
 
 
-def reader_rows(suite: Path, count: int, overrides: tuple[str, ...] = (), rounds: int = 15) -> tuple[str, dict]:
+def reader_rows(suite: Path, count: int, overrides: tuple[str, ...] = (), rounds: int = 15) -> str:
     loaders, files, decoder_of = loader_paths(suite, count, overrides)
     paths = {**raw_decoders(), **loaders}
     rates = interleaved_rates(paths, files, rounds=rounds)
@@ -176,7 +176,7 @@ def reader_rows(suite: Path, count: int, overrides: tuple[str, ...] = (), rounds
         if name in decoder_of:  # paired by round: both paths ran the same files in the same stretch of time
             own = f"{paired_ratio(rates[name], rates[decoder_of[name]]).rounded(2)} ({decoder_of[name]})"
         lines.append(f"| {name} | {rate:.1f} | {1000 / rate:.2f} | {rate / medians['raw decord']:.2f} | {own} |")
-    return "\n".join(lines), medians
+    return "\n".join(lines)
 
 
 def starvation_rows(suite: Path, steps: int = 30) -> str:
@@ -218,10 +218,10 @@ def main(argv=None) -> str:
     suite = Path(args.suite) if args.suite else tiny_suite()
     if not (suite / "train.json").is_file():
         raise SystemExit(f"--suite {suite}: no train.json there; give a folder that holds one")
-    readers, _ = reader_rows(suite, args.videos, rounds=args.rounds)
+    readers = reader_rows(suite, args.videos, rounds=args.rounds)
     real_size = real_size_suite(suite, suite.parent / f"{suite.name}_320x240", args.real_size_videos).parent
-    real_rows, _ = reader_rows(real_size, args.real_size_videos, ("model.encoder.config.image_size=224",),
-                               rounds=args.real_size_rounds)
+    real_rows = reader_rows(real_size, args.real_size_videos, ("model.encoder.config.image_size=224",),
+                            rounds=args.real_size_rounds)
     result = (readers + f"\n\nThe same on {args.real_size_videos} videos of 320x240, 5 s at 30 fps, resized to 224 "
               "(CLIP's input):\n\n" + real_rows + "\n\nA training step fed by the loader (tiny baseline, batch 4):\n\n"
               + starvation_rows(suite))
